@@ -1,0 +1,43 @@
+//! The unit that flows from a device to the broker.
+//!
+//! A [`Message`] is what the CoAP exchange decides to keep: the MQTT topic it
+//! resolved from a route, the payload exactly as the device sent it (after
+//! block-wise reassembly), and how the uplink must publish it. It is created
+//! once, stored once, and published (possibly more than once) from the store.
+
+/// MQTT delivery level for one route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Qos {
+    /// Published once; leaves the queue when written to the socket.
+    AtMostOnce,
+    /// Published until the broker's PUBACK; leaves the queue only then.
+    AtLeastOnce,
+}
+
+impl Qos {
+    /// The MQTT wire value (0 or 1).
+    pub fn level(self) -> u8 {
+        match self {
+            Qos::AtMostOnce => 0,
+            Qos::AtLeastOnce => 1,
+        }
+    }
+
+    /// Parses the MQTT wire value; only 0 and 1 are supported.
+    pub fn from_level(level: u8) -> Option<Qos> {
+        match level {
+            0 => Some(Qos::AtMostOnce),
+            1 => Some(Qos::AtLeastOnce),
+            _ => None,
+        }
+    }
+}
+
+/// One device message on its way to the broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: Qos,
+    pub retain: bool,
+}
