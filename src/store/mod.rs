@@ -1,0 +1,381 @@
+//! The durable queue: every message a device was answered 2.04 for, until
+//! the broker has it.
+//!
+//! One sled tree holds the messages under 8-byte big-endian sequence numbers
+//! (so key order is arrival order) plus one counters record, written in the
+//! same atomic batch as the messages it counts, so depth and bytes survive a
+//! restart without a scan of the queue. A second tree holds dead letters.
+//!
+//! Invariants:
+//! - Only the committer thread ([`commit`]) writes; readers (the uplink, the
+//!   metrics) read concurrently. One writer makes the counters exact.
+//! - A message is durable only after `Db::flush` (sled's `insert` is not,
+//!   not even against kill -9), so devices are answered only after the flush
+//!   of the batch that holds their message.
+//! - Sequence numbers only grow, so reading from the first key resends in
+//!   the order devices were answered.
+
+pub mod commit;
+pub mod record;
+
+pub use commit::{spawn_committer, AppendOutcome, Command, StoreHandle};
+pub use record::Record;
+
+#[cfg(test)]
+mod tests;
+
+use crate::config::OnFull;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+
+/// A message's place in the queue.
+pub type Seq = u64;
+
+/// The on-disk format this daemon writes; kept in the `meta` tree.
+const FORMAT_VERSION: u64 = 1;
+const FORMAT_KEY: &[u8] = b"format";
+/// Sorts after every 8-byte message key.
+const COUNTERS_KEY: &[u8] = b"\xff\xff\xff\xff\xff\xff\xff\xff#counters";
+const LAST_MESSAGE_KEY: [u8; 8] = [0xff; 8];
+/// Dead letters beyond this many push the oldest dead letter out.
+pub const DEAD_LETTER_CAPACITY: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {source}")]
+    Sled {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+    #[error("store {path}: written by a newer coap2mqtt (format {found}, this one reads up to {FORMAT_VERSION}); upgrade the daemon or move the directory aside")]
+    NewerFormat { path: PathBuf, found: u64 },
+    #[error("store {path}: could not move the corrupt store aside: {source}")]
+    MoveAside {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How full the queue may get, and what happens then.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_messages: u64,
+    pub max_bytes: u64,
+    pub on_full: OnFull,
+}
+
+/// Counters for metrics and status; written only by the committer.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub messages: AtomicU64,
+    pub bytes: AtomicU64,
+    pub appended: AtomicU64,
+    pub removed: AtomicU64,
+    pub rejected_full: AtomicU64,
+    pub dropped_oldest: AtomicU64,
+    pub failed_appends: AtomicU64,
+    pub dead_letters: AtomicU64,
+    pub commits: AtomicU64,
+    pub commit_errors: AtomicU64,
+}
+
+/// One message read back for publishing.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub seq: Seq,
+    pub record: Record,
+}
+
+/// A stored value that does not decode; the uplink dead-letters it.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    pub seq: Seq,
+    pub reason: String,
+}
+
+/// The queue; cheap to clone, shared by the committer and the readers.
+#[derive(Clone)]
+pub struct Queue {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    db: sled::Db,
+    messages: sled::Tree,
+    dead: sled::Tree,
+    limits: Limits,
+    stats: Stats,
+    new_data: Notify,
+}
+
+/// What opening the store found.
+pub struct Opened {
+    pub queue: Queue,
+    /// Where a corrupt store was moved, when it was.
+    pub moved_aside: Option<PathBuf>,
+}
+
+impl Queue {
+    /// Opens (or creates) the store. A store sled reports as corrupt is moved
+    /// aside and a fresh one started, so the daemon never crash-loops on it.
+    pub fn open(path: &Path, cache_bytes: u64, limits: Limits) -> Result<Opened, StoreError> {
+        match Self::try_open(path, cache_bytes, limits) {
+            Ok(queue) => Ok(Opened {
+                queue,
+                moved_aside: None,
+            }),
+            Err(OpenFailure::Corrupt(reason)) => {
+                let aside = aside_path(path);
+                std::fs::rename(path, &aside).map_err(|source| StoreError::MoveAside {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                log::error!(
+                    "store {}: corrupt ({reason}); moved it to {} and started an empty queue. \
+                     Messages in the old store are NOT forwarded; inspect or remove it by hand.",
+                    path.display(),
+                    aside.display()
+                );
+                match Self::try_open(path, cache_bytes, limits) {
+                    Ok(queue) => Ok(Opened {
+                        queue,
+                        moved_aside: Some(aside),
+                    }),
+                    Err(OpenFailure::Corrupt(reason)) => Err(StoreError::Sled {
+                        path: path.to_path_buf(),
+                        source: sled::Error::Unsupported(reason),
+                    }),
+                    Err(OpenFailure::Other(e)) => Err(e),
+                }
+            }
+            Err(OpenFailure::Other(e)) => Err(e),
+        }
+    }
+
+    fn try_open(path: &Path, cache_bytes: u64, limits: Limits) -> Result<Queue, OpenFailure> {
+        let sled_err = |source| {
+            OpenFailure::classify(StoreError::Sled {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let config = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            // Durability comes from our explicit flush per commit batch.
+            .flush_every_ms(None);
+        // sled has been seen to panic on damaged files rather than return an
+        // error; treat that as corruption too.
+        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+            .map_err(|_| OpenFailure::Corrupt("sled panicked while opening it".into()))?
+            .map_err(sled_err)?;
+        let meta = db.open_tree("meta").map_err(sled_err)?;
+        let messages = db.open_tree("messages").map_err(sled_err)?;
+        let dead = db.open_tree("dead").map_err(sled_err)?;
+        match meta.get(FORMAT_KEY).map_err(sled_err)? {
+            Some(v) => {
+                let found = decode_u64(&v).unwrap_or(u64::MAX);
+                if found > FORMAT_VERSION {
+                    return Err(OpenFailure::Other(StoreError::NewerFormat {
+                        path: path.to_path_buf(),
+                        found,
+                    }));
+                }
+            }
+            None => {
+                meta.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+                    .map_err(sled_err)?;
+                db.flush().map_err(sled_err)?;
+            }
+        }
+        let stats = Stats::default();
+        let (count, bytes) = match messages.get(COUNTERS_KEY).map_err(sled_err)? {
+            Some(v) if v.len() == 16 => (
+                decode_u64(&v[..8]).unwrap_or(0),
+                decode_u64(&v[8..]).unwrap_or(0),
+            ),
+            // A store without counters is new (or damaged): count once.
+            _ => {
+                let mut count = 0;
+                let mut bytes = 0;
+                for item in messages.range(..=LAST_MESSAGE_KEY) {
+                    let (_, v) = item.map_err(sled_err)?;
+                    count += 1;
+                    bytes += v.len() as u64;
+                }
+                (count, bytes)
+            }
+        };
+        stats.messages.store(count, Ordering::Relaxed);
+        stats.bytes.store(bytes, Ordering::Relaxed);
+        stats
+            .dead_letters
+            .store(dead.len() as u64, Ordering::Relaxed);
+        Ok(Queue {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                db,
+                messages,
+                dead,
+                limits,
+                stats,
+                new_data: Notify::new(),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// Messages and bytes waiting for the broker.
+    pub fn depth(&self) -> (u64, u64) {
+        let s = &self.inner.stats;
+        (
+            s.messages.load(Ordering::Relaxed),
+            s.bytes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Resolves after the next commit that added messages (a permit is kept
+    /// when nobody waits, so no commit is missed).
+    pub async fn wait_for_new(&self) {
+        self.inner.new_data.notified().await
+    }
+
+    /// Up to `limit` messages after `after` (from the start when None), in
+    /// queue order. Values that do not decode come back as [`Unreadable`] so
+    /// the caller can dead-letter them instead of stalling on them.
+    pub fn read_after(
+        &self,
+        after: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<Result<Queued, Unreadable>>, StoreError> {
+        let start = match after {
+            None => 0,
+            Some(seq) if seq == u64::MAX => return Ok(Vec::new()),
+            Some(seq) => seq + 1,
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for item in self
+            .inner
+            .messages
+            .range(start.to_be_bytes()..=LAST_MESSAGE_KEY)
+            .take(limit)
+        {
+            let (k, v) = item.map_err(|source| self.error(source))?;
+            let Some(seq) = decode_u64(&k) else { continue };
+            out.push(match Record::decode(&v) {
+                Ok(record) => Ok(Queued { seq, record }),
+                Err(e) => Err(Unreadable {
+                    seq,
+                    reason: e.to_string(),
+                }),
+            });
+        }
+        Ok(out)
+    }
+
+    /// When the oldest waiting message was received (ms since the epoch).
+    pub fn oldest_received_ms(&self) -> Option<u64> {
+        let (_, v) = self
+            .inner
+            .messages
+            .range(..=LAST_MESSAGE_KEY)
+            .next()?
+            .ok()?;
+        Record::decode(&v).ok().map(|r| r.received_ms)
+    }
+
+    /// Bytes the store's files take on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.inner.db.size_on_disk().unwrap_or(0)
+    }
+
+    /// Dead letters, oldest first, for inspection.
+    pub fn dead_letters(&self, limit: usize) -> Vec<(Seq, String)> {
+        self.inner
+            .dead
+            .iter()
+            .take(limit)
+            .filter_map(|item| item.ok())
+            .filter_map(|(k, v)| {
+                let seq = decode_u64(&k)?;
+                let reason_len = usize::from(u16::from_be_bytes([*v.first()?, *v.get(1)?]));
+                let reason = String::from_utf8_lossy(v.get(2..2 + reason_len)?).into_owned();
+                Some((seq, reason))
+            })
+            .collect()
+    }
+
+    /// Makes everything written so far durable (used at shutdown).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.inner
+            .db
+            .flush()
+            .map(|_| ())
+            .map_err(|source| self.error(source))
+    }
+
+    fn error(&self, source: sled::Error) -> StoreError {
+        StoreError::Sled {
+            path: self.inner.path.clone(),
+            source,
+        }
+    }
+}
+
+enum OpenFailure {
+    Corrupt(String),
+    Other(StoreError),
+}
+
+impl OpenFailure {
+    fn classify(e: StoreError) -> OpenFailure {
+        // I/O errors (permissions, a full disk) are the operator's to fix and
+        // must not cost the queue; anything else sled says about its own
+        // files (corruption, an unreadable config record) means damage.
+        match e {
+            StoreError::Sled {
+                source: sled::Error::Io(_),
+                ..
+            } => OpenFailure::Other(e),
+            other => OpenFailure::Corrupt(other.to_string()),
+        }
+    }
+}
+
+fn aside_path(path: &Path) -> PathBuf {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "queue".into());
+    path.with_file_name(format!("{name}.corrupt-{stamp}"))
+}
+
+fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    let array: [u8; 8] = bytes.try_into().ok()?;
+    Some(u64::from_be_bytes(array))
+}
+
+/// Milliseconds since the Unix epoch, for `Record::received_ms`.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,248 @@
+//! The queue's promises, tested on a real sled directory.
+
+use super::*;
+use crate::message::{Message, Qos};
+use tokio::sync::mpsc;
+
+fn limits(max_messages: u64, max_bytes: u64, on_full: OnFull) -> Limits {
+    Limits {
+        max_messages,
+        max_bytes,
+        on_full,
+    }
+}
+
+fn open(dir: &Path, l: Limits) -> Queue {
+    Queue::open(&dir.join("q"), 4 << 20, l)
+        .expect("opens")
+        .queue
+}
+
+fn message(i: usize) -> Message {
+    Message {
+        topic: format!("t/{}", i % 3),
+        payload: format!("m{i}").into_bytes(),
+        qos: Qos::AtLeastOnce,
+        retain: false,
+    }
+}
+
+/// Runs commands through a real committer thread and returns the outcomes
+/// in the order they were answered.
+fn run(queue: &Queue, commands: Vec<Command<usize>>) {
+    let (handle, thread) = spawn_committer::<usize>(queue.clone(), 64, 1024).expect("thread");
+    for c in commands {
+        handle.blocking_send(c).expect("committer alive");
+    }
+    drop(handle);
+    thread.join().expect("committer ends");
+}
+
+fn appends(
+    range: std::ops::Range<usize>,
+) -> (
+    Vec<Command<usize>>,
+    mpsc::UnboundedReceiver<(usize, AppendOutcome)>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let cmds = range
+        .map(|i| Command::Append {
+            message: message(i),
+            received_ms: 1_000 + i as u64,
+            receipt: i,
+            reply: tx.clone(),
+        })
+        .collect();
+    (cmds, rx)
+}
+
+fn outcomes(
+    mut rx: mpsc::UnboundedReceiver<(usize, AppendOutcome)>,
+) -> Vec<(usize, AppendOutcome)> {
+    let mut out = Vec::new();
+    while let Ok(x) = rx.try_recv() {
+        out.push(x);
+    }
+    out
+}
+
+fn payloads(queue: &Queue) -> Vec<String> {
+    queue
+        .read_after(None, usize::MAX)
+        .expect("reads")
+        .into_iter()
+        .map(|r| String::from_utf8(r.expect("decodes").record.message.payload).expect("utf8"))
+        .collect()
+}
+
+#[test]
+fn appended_messages_are_answered_stored_and_read_back_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = open(dir.path(), limits(100, 1 << 20, OnFull::Reject));
+    let (cmds, rx) = appends(0..10);
+    run(&q, cmds);
+    let got = outcomes(rx);
+    assert_eq!(
+        got,
+        (0..10)
+            .map(|i| (i, AppendOutcome::Stored))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        payloads(&q),
+        (0..10).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
+    assert_eq!(q.depth().0, 10);
+}
+
+#[test]
+fn read_after_continues_from_a_cursor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = open(dir.path(), limits(100, 1 << 20, OnFull::Reject));
+    let (cmds, _rx) = appends(0..5);
+    run(&q, cmds);
+    let first = q.read_after(None, 2).expect("reads");
+    let cursor = first.last().and_then(|r| r.as_ref().ok()).map(|r| r.seq);
+    let rest = q.read_after(cursor, 10).expect("reads");
+    assert_eq!(first.len(), 2);
+    assert_eq!(rest.len(), 3);
+}
+
+#[test]
+fn removed_messages_leave_and_counters_follow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = open(dir.path(), limits(100, 1 << 20, OnFull::Reject));
+    let (cmds, _rx) = appends(0..4);
+    run(&q, cmds);
+    let seqs: Vec<Seq> = q
+        .read_after(None, 10)
+        .expect("reads")
+        .into_iter()
+        .map(|r| r.expect("ok").seq)
+        .collect();
+    run(
+        &q,
+        vec![
+            Command::Remove(seqs[0]),
+            Command::Remove(seqs[2]),
+            Command::Remove(seqs[2]),
+        ],
+    );
+    assert_eq!(payloads(&q), vec!["m1", "m3"]);
+    assert_eq!(q.depth().0, 2);
+    assert_eq!(q.stats().removed.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn depth_survives_a_reopen_without_a_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = limits(100, 1 << 20, OnFull::Reject);
+    let bytes = {
+        let q = open(dir.path(), l);
+        let (cmds, _rx) = appends(0..7);
+        run(&q, cmds);
+        let seq = q.read_after(None, 1).expect("reads")[0]
+            .as_ref()
+            .expect("ok")
+            .seq;
+        run(&q, vec![Command::Remove(seq)]);
+        q.depth().1
+    };
+    let q = open(dir.path(), l);
+    assert_eq!(q.depth(), (6, bytes));
+    assert_eq!(payloads(&q).len(), 6);
+}
+
+#[test]
+fn full_queue_rejects_when_configured_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = open(dir.path(), limits(3, 1 << 20, OnFull::Reject));
+    let (cmds, rx) = appends(0..5);
+    run(&q, cmds);
+    let got = outcomes(rx);
+    let full: Vec<usize> = got
+        .iter()
+        .filter(|x| x.1 == AppendOutcome::Full)
+        .map(|x| x.0)
+        .collect();
+    assert_eq!(full, vec![3, 4]);
+    assert_eq!(payloads(&q), vec!["m0", "m1", "m2"]);
+    assert_eq!(q.stats().rejected_full.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn full_queue_drops_the_oldest_when_configured_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = open(dir.path(), limits(3, 1 << 20, OnFull::DropOldest));
+    let (cmds, _rx) = appends(0..3);
+    run(&q, cmds);
+    let (cmds, _rx) = appends(3..5);
+    run(&q, cmds);
+    assert_eq!(payloads(&q), vec!["m2", "m3", "m4"]);
+    assert_eq!(q.depth().0, 3);
+    assert_eq!(q.stats().dropped_oldest.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn byte_limit_counts_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = Record {
+        message: message(0),
+        received_ms: 0,
+    }
+    .encode()
+    .len() as u64;
+    let q = open(dir.path(), limits(100, one * 2, OnFull::Reject));
+    let (cmds, rx) = appends(0..3);
+    run(&q, cmds);
+    let full = outcomes(rx)
+        .iter()
+        .filter(|x| x.1 == AppendOutcome::Full)
+        .count();
+    assert_eq!(full, 1);
+}
+
+#[test]
+fn dead_letters_leave_the_queue_with_their_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = open(dir.path(), limits(100, 1 << 20, OnFull::Reject));
+    let (cmds, _rx) = appends(0..2);
+    run(&q, cmds);
+    let seq = q.read_after(None, 1).expect("reads")[0]
+        .as_ref()
+        .expect("ok")
+        .seq;
+    run(
+        &q,
+        vec![Command::DeadLetter {
+            seq,
+            reason: "too large".into(),
+        }],
+    );
+    assert_eq!(payloads(&q), vec!["m1"]);
+    assert_eq!(q.dead_letters(10), vec![(seq, "too large".to_string())]);
+    assert_eq!(q.stats().dead_letters.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_corrupt_store_is_moved_aside_and_a_fresh_one_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q");
+    {
+        let q = open(dir.path(), limits(100, 1 << 20, OnFull::Reject));
+        let (cmds, _rx) = appends(0..3);
+        run(&q, cmds);
+    }
+    // Overwrite the data files with garbage, as a failing SD card might.
+    for entry in std::fs::read_dir(&path).expect("store dir") {
+        let p = entry.expect("entry").path();
+        if p.is_file() {
+            std::fs::write(&p, vec![0xA5u8; 4096]).expect("write garbage");
+        }
+    }
+    let opened =
+        Queue::open(&path, 4 << 20, limits(100, 1 << 20, OnFull::Reject)).expect("opens fresh");
+    let aside = opened.moved_aside.expect("moved aside");
+    assert!(aside.exists());
+    assert_eq!(opened.queue.depth().0, 0);
+}
