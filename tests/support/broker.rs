@@ -1,0 +1,241 @@
+//! A real mosquitto per test, on its own port, config, log and persistence
+//! directory.
+//!
+//! Why mosquitto and not an in-process fake: the daemon's guarantees are
+//! about what a real broker ends up holding (QoS 1, sessions, restarts).
+//!
+//! Two things learnt the hard way (see DESIGN.md, "Known crate traps"):
+//! - Started as root, mosquitto drops to the `mosquitto` user and can then
+//!   neither write the root-owned temp dir (persistence) nor open its log
+//!   file; it keeps running without them. The config therefore says
+//!   `user root`. Started as any other user the line is ignored (checked:
+//!   run as `nobody`, it serves and persists normally).
+//! - Persistence is written on a clean shutdown (SIGTERM) only, so
+//!   [`Broker::stop`] keeps queued QoS 1 messages and sessions, while
+//!   [`Broker::kill`] loses what changed since start. Tests that need every
+//!   change on disk can add `autosave_on_changes true` and
+//!   `autosave_interval 1` through [`BrokerOptions::extra_config`] (slow
+//!   with thousands of messages: each save rewrites the whole database).
+//!
+//! Readiness is "the port accepts TCP": that probe connection shows up in
+//! the log as a client that went away (for TLS: a failed handshake).
+
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus};
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::certs::Certs;
+use super::{
+    free_tcp_port, kill_and_reap, read_lossy, send_sigterm, spawn_logged, try_wait_until,
+    wait_child, WAIT,
+};
+
+/// TLS settings of the broker's only listener.
+#[derive(Debug, Clone)]
+pub struct BrokerTls {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Reject clients without a certificate signed by `ca_file`.
+    pub require_certificate: bool,
+    /// Use the client certificate's CN as the MQTT user name.
+    pub use_identity_as_username: bool,
+}
+
+/// Everything [`Broker::start_with`] can vary.
+#[derive(Debug, Clone, Default)]
+pub struct BrokerOptions {
+    pub tls: Option<BrokerTls>,
+    /// Extra lines appended verbatim to the generated mosquitto.conf.
+    pub extra_config: String,
+}
+
+/// A running (or stopped, restartable) mosquitto. Dropping it kills it.
+pub struct Broker {
+    dir: TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Broker {
+    /// Plain MQTT on a free port.
+    pub fn start() -> Broker {
+        Broker::start_with(BrokerOptions::default())
+    }
+
+    /// MQTT over TLS with the test CA's server certificate. With
+    /// `require_client_cert`, clients must present a certificate from the
+    /// test CA, and its CN becomes their user name.
+    pub fn start_tls(certs: &Certs, require_client_cert: bool) -> Broker {
+        Broker::start_with(BrokerOptions {
+            tls: Some(BrokerTls {
+                ca_file: certs.ca_cert.clone(),
+                cert_file: certs.server_cert.clone(),
+                key_file: certs.server_key.clone(),
+                require_certificate: require_client_cert,
+                use_identity_as_username: require_client_cert,
+            }),
+            extra_config: String::new(),
+        })
+    }
+
+    pub fn start_with(options: BrokerOptions) -> Broker {
+        let dir = tempfile::Builder::new()
+            .prefix("mosquitto-")
+            .tempdir()
+            .expect("create a temp dir for mosquitto");
+        let port = free_tcp_port();
+        let config = render_config(port, dir.path(), &options);
+        let config_path = dir.path().join("mosquitto.conf");
+        std::fs::write(&config_path, config).expect("write mosquitto.conf");
+        let mut broker = Broker {
+            dir,
+            port,
+            child: None,
+        };
+        broker.launch();
+        broker
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// The directory with mosquitto.conf, the log and mosquitto.db.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// SIGTERM and wait, so mosquitto writes its persistence file.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self
+            .child
+            .take()
+            .expect("stop(): the broker is not running");
+        send_sigterm(&child);
+        match wait_child(&mut child, WAIT) {
+            Some(status) => status,
+            None => {
+                kill_and_reap(&mut child);
+                panic!(
+                    "mosquitto did not exit within {WAIT:?} of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+        }
+    }
+
+    /// SIGKILL: a crash. Nothing since the last save is persisted.
+    pub fn kill(&mut self) {
+        let mut child = self
+            .child
+            .take()
+            .expect("kill(): the broker is not running");
+        kill_and_reap(&mut child);
+    }
+
+    /// Starts mosquitto again on the same port with the same persistence
+    /// directory (after [`stop`](Self::stop) or [`kill`](Self::kill)).
+    pub fn start_again(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "start_again(): the broker is still running"
+        );
+        self.launch();
+    }
+
+    /// mosquitto's own log followed by whatever it wrote to stdout/stderr
+    /// (config errors appear only there).
+    pub fn log(&self) -> String {
+        let mut text = read_lossy(&self.dir.path().join("mosquitto.log"));
+        let stderr = read_lossy(&self.dir.path().join("mosquitto.stderr"));
+        if !stderr.trim().is_empty() {
+            text.push_str("\n--- mosquitto stdout/stderr ---\n");
+            text.push_str(&stderr);
+        }
+        text
+    }
+
+    fn launch(&mut self) {
+        let config = self.dir.path().join("mosquitto.conf");
+        let mut child = spawn_logged(
+            Command::new("mosquitto").arg("-c").arg(&config),
+            &self.dir.path().join("mosquitto.stderr"),
+        );
+        let addr = self.addr();
+        let mut exited = None;
+        let ready = try_wait_until(WAIT, || {
+            if let Ok(Some(status)) = child.try_wait() {
+                exited = Some(status);
+                return true;
+            }
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
+        if let Some(status) = exited {
+            panic!(
+                "mosquitto exited with {status} during start-up; log:\n{}",
+                self.log()
+            );
+        }
+        if ready.is_err() {
+            kill_and_reap(&mut child);
+            panic!(
+                "mosquitto did not accept TCP on {addr} within {WAIT:?}; log:\n{}",
+                self.log()
+            );
+        }
+        self.child = Some(child);
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            kill_and_reap(child);
+        }
+    }
+}
+
+fn render_config(port: u16, dir: &Path, options: &BrokerOptions) -> String {
+    let dir = dir.display();
+    let mut config = format!(
+        "# Generated by tests/support/broker.rs\n\
+         listener {port} 127.0.0.1\n\
+         allow_anonymous true\n\
+         persistence true\n\
+         persistence_location {dir}/\n\
+         user root\n\
+         log_dest file {dir}/mosquitto.log\n\
+         log_type all\n\
+         log_timestamp_format %Y-%m-%dT%H:%M:%S\n"
+    );
+    if let Some(tls) = &options.tls {
+        config.push_str(&format!(
+            "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\nuse_identity_as_username {}\n",
+            tls.ca_file.display(),
+            tls.cert_file.display(),
+            tls.key_file.display(),
+            tls.require_certificate,
+            tls.use_identity_as_username,
+        ));
+    }
+    if !options.extra_config.is_empty() {
+        config.push_str(&options.extra_config);
+        config.push('\n');
+    }
+    config
+}
