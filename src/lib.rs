@@ -7,5 +7,6 @@
 //! `store` (durable queue, group commit) -> `uplink` (MQTT session).
 //! `daemon` wires them together.
 
+pub mod coap;
 pub mod message;
 pub mod route;
