@@ -7,6 +7,7 @@
 //! `store` (durable queue, group commit) -> `uplink` (MQTT session).
 //! `daemon` wires them together.
 
+pub mod coap;
 pub mod config;
 pub mod message;
 pub mod route;

@@ -1,0 +1,623 @@
+//! The CoAP exchange: one datagram in, one decision out. This is the
+//! message layer and the request/response layer of RFC 7252 for a server
+//! that only accepts uploads, with Block1 (RFC 7959) and No-Response
+//! (RFC 7967).
+//!
+//! It is sans-IO: no sockets, no clock, no randomness. The transport hands
+//! in a datagram, its [`Peer`] and the time; [`Exchange::on_datagram`]
+//! answers with a [`Step`]: bytes to send now, a [`Message`] to store with a
+//! [`Ticket`] to redeem through [`Exchange::on_stored`] once the store has
+//! answered, or nothing (and why). Every protocol rule is therefore tested
+//! byte for byte, without sockets or timing.
+//!
+//! Invariants:
+//! - A 2.xx for a stored message is built only by [`Exchange::on_stored`]
+//!   with [`StoreOutcome::Stored`]: the answer follows the flush.
+//! - While a (peer, Message ID) is remembered, its request is handed to the
+//!   store at most once; a block-wise upload is handed out once, whole.
+//! - A Confirmable request gets one answer; its retransmissions get the same
+//!   bytes again, or nothing while the store has not answered.
+//! - Nothing answers an Acknowledgement, a Reset, or a datagram without a
+//!   valid version 1 header; a Non-confirmable message is never reset.
+//! - Tables are bounded (see `dedup.rs`, `block.rs`) and every drop is
+//!   counted in [`ExchangeCounters`].
+
+use super::block::{Assemblies, AssemblyKey, BlockOption, BlockProgress};
+pub use super::counters::ExchangeCounters;
+use super::dedup::{DedupKey, DedupTable, Lifetime, Remembered, Stamp};
+use super::request::{self, NoResponse, RequestOptions};
+use super::wire::{
+    self, CoapMessage, Code, Header, MessageType, ParseError, Response, ResponseOptions, Token,
+};
+use crate::message::Message;
+use crate::route::{Refusal, Router};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Limits of one exchange; see each field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeConfig {
+    /// The largest request body accepted, after Block1 reassembly (4.13 past it).
+    pub max_payload: usize,
+    /// How many (peer, Message ID) pairs are remembered at most.
+    pub dedup_capacity: usize,
+    /// How many Block1 uploads may be under way at once.
+    pub block_capacity: usize,
+    /// An upload idle this long is dropped.
+    pub block_lifetime: Duration,
+    /// Max-Age of the 5.03 sent when the store is full: when to try again.
+    pub full_retry_after_s: u32,
+}
+
+impl Default for ExchangeConfig {
+    fn default() -> ExchangeConfig {
+        ExchangeConfig {
+            max_payload: 64 * 1024,
+            dedup_capacity: 65_536,
+            block_capacity: 256,
+            block_lifetime: Duration::from_secs(120),
+            full_retry_after_s: 30,
+        }
+    }
+}
+
+/// Who sent a datagram: transport address and, over DTLS, the authenticated identity.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub identity: Option<Arc<str>>,
+}
+
+/// What to do with one datagram.
+#[derive(Debug)]
+pub enum Step {
+    /// Send these bytes to the peer now.
+    Reply(Vec<u8>),
+    /// Persist the message, then call [`Exchange::on_stored`] with the ticket.
+    Store { ticket: Ticket, message: Message },
+    /// Nothing to send; why, for metrics and rate-limited logs.
+    Ignore(Ignored),
+}
+
+/// The store's answer for one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// Flushed to disk: the device gets 2.04 Changed.
+    Stored,
+    /// The queue is full: 5.03 Service Unavailable with Max-Age.
+    Full,
+    /// The store failed: 5.00 Internal Server Error.
+    Failed,
+}
+
+/// Why a datagram got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Ignored {
+    /// Shorter than the 4-byte header.
+    Undecodable,
+    /// A version other than 1 (RFC 7252 §3: silently ignored).
+    WrongVersion,
+    /// A message format error in a message that is not Confirmable.
+    Malformed,
+    /// An Acknowledgement, a Reset, or a Non-confirmable response: the
+    /// gateway sends no requests, so there is nothing they could answer.
+    NotARequest,
+    /// A duplicate the gateway does not answer again (Non-confirmable).
+    Duplicate,
+    /// A retransmission of a Confirmable request the store has not answered
+    /// yet: the answer will go to the first one, and the device retransmits.
+    DuplicatePending,
+    /// A Non-confirmable request with an unrecognized critical option,
+    /// rejected silently (RFC 7252 §5.4.1).
+    BadOption,
+    /// A Non-confirmable request whose answer No-Response suppressed.
+    ResponseSuppressed,
+}
+
+impl Ignored {
+    /// A short stable name, for metric labels and logs.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Ignored::Undecodable => "undecodable",
+            Ignored::WrongVersion => "wrong_version",
+            Ignored::Malformed => "malformed",
+            Ignored::NotARequest => "not_a_request",
+            Ignored::Duplicate => "duplicate",
+            Ignored::DuplicatePending => "duplicate_pending",
+            Ignored::BadOption => "bad_option",
+            Ignored::ResponseSuppressed => "response_suppressed",
+        }
+    }
+}
+
+/// What [`Exchange::on_stored`] needs to answer a stored request: who asked,
+/// how to address the answer, and which deduplication entry to complete.
+/// Not `Clone`: a request is answered once.
+#[derive(Debug)]
+pub struct Ticket {
+    peer: Peer,
+    origin: Origin,
+    /// The Block1 to echo in the 2.04 of a block-wise upload (M = 0).
+    block1: Option<BlockOption>,
+    stamp: Stamp,
+}
+
+impl Ticket {
+    /// Where the answer goes.
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// The request's Message ID, for logs.
+    pub fn message_id(&self) -> u16 {
+        self.origin.message_id
+    }
+}
+
+/// How an answer is addressed: to the request it answers.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    confirmable: bool,
+    message_id: u16,
+    token: Token,
+    no_response: NoResponse,
+}
+
+/// What the gateway says, before it is addressed.
+#[derive(Debug, Clone, Copy)]
+struct Answer {
+    code: Code,
+    options: ResponseOptions,
+}
+
+impl Answer {
+    fn new(code: Code) -> Answer {
+        Answer {
+            code,
+            options: ResponseOptions::default(),
+        }
+    }
+}
+
+/// What one new request comes to.
+enum Decision {
+    Answer(Answer),
+    Store {
+        message: Message,
+        block1: Option<BlockOption>,
+    },
+    /// Non-confirmable with an unrecognized critical option: no answer.
+    Reject,
+}
+
+/// The CoAP state of one listening socket, owned by one task.
+#[derive(Debug)]
+pub struct Exchange {
+    config: ExchangeConfig,
+    next_message_id: u16,
+    dedup: DedupTable,
+    assemblies: Assemblies,
+    counters: ExchangeCounters,
+}
+
+impl Exchange {
+    /// `first_message_id` should be random (RFC 7252 §4.4), chosen by the caller.
+    pub fn new(config: ExchangeConfig, first_message_id: u16) -> Exchange {
+        Exchange {
+            dedup: DedupTable::new(config.dedup_capacity),
+            assemblies: Assemblies::new(config.block_capacity, config.block_lifetime),
+            config,
+            next_message_id: first_message_id,
+            counters: ExchangeCounters::default(),
+        }
+    }
+
+    pub fn config(&self) -> &ExchangeConfig {
+        &self.config
+    }
+
+    pub fn counters(&self) -> &ExchangeCounters {
+        &self.counters
+    }
+
+    /// How many (peer, Message ID) pairs are remembered now.
+    pub fn dedup_len(&self) -> usize {
+        self.dedup.len()
+    }
+
+    /// How many Block1 uploads are under way now.
+    pub fn uploads_len(&self) -> usize {
+        self.assemblies.len()
+    }
+
+    /// One datagram in; what to do now out.
+    pub fn on_datagram(
+        &mut self,
+        peer: &Peer,
+        datagram: &[u8],
+        router: &Router,
+        now: Instant,
+    ) -> Step {
+        self.counters.datagrams += 1;
+        self.dedup.purge(now);
+        self.assemblies.expire(now);
+        let step = self.receive(peer, datagram, router, now);
+        self.sync_table_counters();
+        step
+    }
+
+    /// The store's answer for a message handed out in [`Step::Store`]: the
+    /// response to send (`None` if No-Response suppressed it on a NON); also
+    /// remembers it for retransmissions of a Confirmable request.
+    pub fn on_stored(
+        &mut self,
+        ticket: Ticket,
+        outcome: StoreOutcome,
+        now: Instant,
+    ) -> Option<Vec<u8>> {
+        self.dedup.purge(now);
+        let answer = match outcome {
+            StoreOutcome::Stored => {
+                self.counters.stored += 1;
+                Answer {
+                    code: Code::CHANGED,
+                    options: ResponseOptions {
+                        block1: ticket.block1.map(BlockOption::value),
+                        ..ResponseOptions::default()
+                    },
+                }
+            }
+            StoreOutcome::Full => {
+                self.counters.store_full += 1;
+                Answer {
+                    code: Code::SERVICE_UNAVAILABLE,
+                    options: ResponseOptions {
+                        max_age: Some(self.config.full_retry_after_s),
+                        ..ResponseOptions::default()
+                    },
+                }
+            }
+            StoreOutcome::Failed => {
+                self.counters.store_failed += 1;
+                Answer::new(Code::INTERNAL_SERVER_ERROR)
+            }
+        };
+        let bytes = self.address(&ticket.origin, answer);
+        let key = DedupKey {
+            peer: ticket.peer,
+            message_id: ticket.origin.message_id,
+        };
+        self.dedup.answer(
+            &key,
+            ticket.stamp,
+            remembered(&ticket.origin, bytes.as_deref()),
+        );
+        self.sync_table_counters();
+        bytes
+    }
+
+    fn receive(&mut self, peer: &Peer, datagram: &[u8], router: &Router, now: Instant) -> Step {
+        let message = match wire::parse(datagram) {
+            Ok(message) => message,
+            Err(ParseError::TooShort(_)) => {
+                self.counters.undecodable += 1;
+                return Step::Ignore(Ignored::Undecodable);
+            }
+            Err(ParseError::WrongVersion(_)) => {
+                self.counters.wrong_version += 1;
+                return Step::Ignore(Ignored::WrongVersion);
+            }
+            Err(ParseError::Format { header, .. }) => {
+                self.counters.malformed += 1;
+                return self.reject(header, Ignored::Malformed);
+            }
+        };
+        let header = message.header;
+        match header.message_type {
+            MessageType::Acknowledgement | MessageType::Reset => {
+                self.counters.not_requests += 1;
+                Step::Ignore(Ignored::NotARequest)
+            }
+            MessageType::Confirmable if header.code == Code::EMPTY => {
+                self.counters.pings += 1;
+                self.reject(header, Ignored::Malformed)
+            }
+            // RFC 7252 §4.3: a Non-confirmable message is never Empty.
+            MessageType::NonConfirmable if header.code == Code::EMPTY => {
+                self.counters.malformed += 1;
+                Step::Ignore(Ignored::Malformed)
+            }
+            _ if header.code.is_request() => self.on_request(peer, &message, router, now),
+            _ => {
+                // A response (or a reserved class) the gateway never asked for.
+                self.counters.not_requests += 1;
+                self.reject(header, Ignored::NotARequest)
+            }
+        }
+    }
+
+    /// Resets a Confirmable message (RFC 7252 §4.2); ignores anything else.
+    fn reject(&mut self, header: Header, otherwise: Ignored) -> Step {
+        if header.message_type == MessageType::Confirmable {
+            self.counters.resets_sent += 1;
+            Step::Reply(wire::empty_message(MessageType::Reset, header.message_id))
+        } else {
+            Step::Ignore(otherwise)
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        peer: &Peer,
+        message: &CoapMessage<'_>,
+        router: &Router,
+        now: Instant,
+    ) -> Step {
+        let confirmable = message.header.message_type == MessageType::Confirmable;
+        let key = DedupKey {
+            peer: peer.clone(),
+            message_id: message.header.message_id,
+        };
+        if let Some(remembered) = self.dedup.lookup(&key) {
+            return match (confirmable, remembered) {
+                (true, Remembered::Answered(bytes)) => {
+                    let bytes = bytes.to_vec();
+                    self.counters.duplicates_answered += 1;
+                    Step::Reply(bytes)
+                }
+                (true, Remembered::Pending) => {
+                    self.counters.duplicates_pending += 1;
+                    Step::Ignore(Ignored::DuplicatePending)
+                }
+                _ => {
+                    self.counters.duplicates_dropped += 1;
+                    Step::Ignore(Ignored::Duplicate)
+                }
+            };
+        }
+        self.counters.requests += 1;
+        let options = request::read_options(message);
+        let origin = Origin {
+            confirmable,
+            message_id: message.header.message_id,
+            token: message.token,
+            no_response: options.no_response,
+        };
+        let lifetime = if confirmable {
+            Lifetime::Confirmable
+        } else {
+            Lifetime::NonConfirmable
+        };
+        match self.decide(peer, message, &options, router, now) {
+            Decision::Store { message, block1 } => {
+                let stamp = self.dedup.remember(key, Remembered::Pending, lifetime, now);
+                self.counters.handed_to_store += 1;
+                let ticket = Ticket {
+                    peer: peer.clone(),
+                    origin,
+                    block1,
+                    stamp,
+                };
+                Step::Store { ticket, message }
+            }
+            Decision::Answer(answer) => {
+                let bytes = self.address(&origin, answer);
+                self.dedup
+                    .remember(key, remembered(&origin, bytes.as_deref()), lifetime, now);
+                match bytes {
+                    Some(bytes) => Step::Reply(bytes),
+                    None => Step::Ignore(Ignored::ResponseSuppressed),
+                }
+            }
+            Decision::Reject => {
+                self.dedup.remember(key, Remembered::Seen, lifetime, now);
+                Step::Ignore(Ignored::BadOption)
+            }
+        }
+    }
+
+    /// Decides what a new request comes to: validity first, then the route,
+    /// then the body.
+    fn decide(
+        &mut self,
+        peer: &Peer,
+        message: &CoapMessage<'_>,
+        options: &RequestOptions<'_>,
+        router: &Router,
+        now: Instant,
+    ) -> Decision {
+        if options.unrecognized_critical.is_some() {
+            self.counters.bad_options += 1;
+            if message.header.message_type != MessageType::Confirmable {
+                return Decision::Reject;
+            }
+            return Decision::Answer(Answer::new(Code::BAD_OPTION));
+        }
+        if options.proxy {
+            self.counters.proxying_refused += 1;
+            return Decision::Answer(Answer::new(Code::PROXYING_NOT_SUPPORTED));
+        }
+        let Some(method) = request::method(message.header.code) else {
+            self.counters.method_not_allowed += 1;
+            return Decision::Answer(Answer::new(Code::METHOD_NOT_ALLOWED));
+        };
+        let path: Result<Vec<&str>, _> = options
+            .uri_path
+            .iter()
+            .map(|s| std::str::from_utf8(s))
+            .collect();
+        let Ok(path) = path else {
+            self.counters.bad_requests += 1;
+            return Decision::Answer(Answer::new(Code::BAD_REQUEST));
+        };
+        // A Block1 longer than 3 bytes was refused above as a bad option.
+        let block1 = match options.block1.map(BlockOption::decode).transpose() {
+            Ok(block1) => block1,
+            Err(_) => {
+                self.counters.bad_requests += 1;
+                return Decision::Answer(Answer::new(Code::BAD_REQUEST));
+            }
+        };
+        let upload = block1.map(|block| {
+            let key = AssemblyKey {
+                peer: peer.clone(),
+                path: path.iter().map(|s| s.to_string()).collect(),
+            };
+            (key, block)
+        });
+        let resolved = match router.resolve(&path, method, peer.identity.as_deref()) {
+            Ok(resolved) => resolved,
+            Err(refusal) => {
+                if let Some((key, _)) = &upload {
+                    self.assemblies.abandon(key);
+                }
+                return Decision::Answer(self.refuse(refusal));
+            }
+        };
+        let payload = match upload {
+            None if message.payload.len() > self.config.max_payload => {
+                return Decision::Answer(self.too_large());
+            }
+            None => message.payload.to_vec(),
+            Some((key, block)) => {
+                match self.receive_block(key, block, options.size1, message.payload, now) {
+                    Ok(body) => body,
+                    Err(answer) => return Decision::Answer(answer),
+                }
+            }
+        };
+        Decision::Store {
+            message: Message {
+                topic: resolved.topic,
+                payload,
+                qos: resolved.qos,
+                retain: resolved.retain,
+            },
+            block1: block1.map(|block| block.with_more(false)),
+        }
+    }
+
+    /// One block of an upload: the whole body once complete, or the answer.
+    fn receive_block(
+        &mut self,
+        key: AssemblyKey,
+        block: BlockOption,
+        size1: Option<u32>,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<Vec<u8>, Answer> {
+        let max_payload = self.config.max_payload;
+        if size1.is_some_and(|size| u64::from(size) > max_payload as u64) {
+            self.assemblies.abandon(&key);
+            return Err(self.too_large());
+        }
+        match self
+            .assemblies
+            .receive(key, block, payload, max_payload, now)
+        {
+            BlockProgress::Complete(body) => Ok(body),
+            BlockProgress::Continue => {
+                self.counters.block_continues += 1;
+                Err(Answer {
+                    code: Code::CONTINUE,
+                    options: ResponseOptions {
+                        block1: Some(block.with_more(true).value()),
+                        ..ResponseOptions::default()
+                    },
+                })
+            }
+            BlockProgress::Incomplete => {
+                self.counters.block_incomplete += 1;
+                Err(Answer::new(Code::REQUEST_ENTITY_INCOMPLETE))
+            }
+            BlockProgress::TooLarge => Err(self.too_large()),
+            BlockProgress::WrongBlockSize => {
+                self.counters.bad_requests += 1;
+                Err(Answer::new(Code::BAD_REQUEST))
+            }
+        }
+    }
+
+    fn too_large(&mut self) -> Answer {
+        self.counters.too_large += 1;
+        Answer {
+            code: Code::REQUEST_ENTITY_TOO_LARGE,
+            options: ResponseOptions {
+                size1: Some(u32::try_from(self.config.max_payload).unwrap_or(u32::MAX)),
+                ..ResponseOptions::default()
+            },
+        }
+    }
+
+    fn refuse(&mut self, refusal: Refusal) -> Answer {
+        let (counter, code) = match refusal {
+            Refusal::NotFound => (&mut self.counters.not_found, Code::NOT_FOUND),
+            Refusal::MethodNotAllowed => (
+                &mut self.counters.method_not_allowed,
+                Code::METHOD_NOT_ALLOWED,
+            ),
+            Refusal::Forbidden => (&mut self.counters.forbidden, Code::FORBIDDEN),
+            Refusal::InvalidTopic => (&mut self.counters.invalid_topics, Code::BAD_REQUEST),
+        };
+        *counter += 1;
+        Answer::new(code)
+    }
+
+    /// Addresses an answer to its request: a piggybacked ACK for a
+    /// Confirmable, a NON with a fresh Message ID for a Non-confirmable.
+    /// No-Response (RFC 7967 §2) turns it into an empty ACK or nothing.
+    fn address(&mut self, origin: &Origin, answer: Answer) -> Option<Vec<u8>> {
+        if origin.no_response.suppresses(answer.code) {
+            self.counters.responses_suppressed += 1;
+            if !origin.confirmable {
+                return None;
+            }
+            self.counters.empty_acks_sent += 1;
+            return Some(wire::empty_message(
+                MessageType::Acknowledgement,
+                origin.message_id,
+            ));
+        }
+        match answer.code.class() {
+            2 => self.counters.responses_2xx += 1,
+            4 => self.counters.responses_4xx += 1,
+            _ => self.counters.responses_5xx += 1,
+        }
+        let (message_type, message_id) = if origin.confirmable {
+            (MessageType::Acknowledgement, origin.message_id)
+        } else {
+            (MessageType::NonConfirmable, self.take_message_id())
+        };
+        let response = Response {
+            message_type,
+            code: answer.code,
+            message_id,
+            token: origin.token,
+            options: answer.options,
+        };
+        Some(response.encode())
+    }
+
+    fn take_message_id(&mut self) -> u16 {
+        let id = self.next_message_id;
+        self.next_message_id = id.wrapping_add(1);
+        id
+    }
+
+    fn sync_table_counters(&mut self) {
+        self.counters.dedup_evictions = self.dedup.evicted;
+        self.counters.dedup_peer_evictions = self.dedup.evicted_peer_share;
+        self.counters.block_evictions = self.assemblies.evicted;
+        self.counters.block_expired = self.assemblies.expired;
+    }
+}
+
+/// What deduplication keeps of an answered request: the bytes for a
+/// Confirmable (a retransmission gets them again), the fact for the rest.
+fn remembered(origin: &Origin, bytes: Option<&[u8]>) -> Remembered {
+    match bytes {
+        Some(bytes) if origin.confirmable => Remembered::Answered(bytes.into()),
+        _ => Remembered::Seen,
+    }
+}
