@@ -9,7 +9,10 @@
 
 pub mod coap;
 pub mod config;
+pub mod daemon;
+pub mod logging;
 pub mod message;
 pub mod route;
 pub mod store;
+pub mod transport;
 pub mod uplink;

@@ -39,13 +39,16 @@ pub enum Command<R> {
         message: Message,
         received_ms: u64,
         receipt: R,
-        reply: mpsc::UnboundedSender<(R, AppendOutcome)>,
+        reply: ReplyTo<R>,
     },
     /// The broker has it: forget it.
     Remove(Seq),
     /// The broker keeps refusing it: move it to the dead letters.
     DeadLetter { seq: Seq, reason: String },
 }
+
+/// Where the committer sends an appender's receipt back with its outcome.
+pub type ReplyTo<R> = mpsc::UnboundedSender<(R, AppendOutcome)>;
 
 /// Where appenders and the uplink send their commands.
 pub type StoreHandle<R> = mpsc::Sender<Command<R>>;
@@ -85,7 +88,7 @@ struct Accepted<R> {
     seq: Seq,
     size: u64,
     receipt: R,
-    reply: mpsc::UnboundedSender<(R, AppendOutcome)>,
+    reply: ReplyTo<R>,
 }
 
 impl Queue {
@@ -99,8 +102,7 @@ impl Queue {
         let mut batch = sled::Batch::default();
         let mut gone: HashSet<Seq> = HashSet::new();
         let mut accepted: VecDeque<Accepted<R>> = VecDeque::new();
-        let mut refused: Vec<(R, mpsc::UnboundedSender<(R, AppendOutcome)>, AppendOutcome)> =
-            Vec::new();
+        let mut refused: Vec<(R, ReplyTo<R>, AppendOutcome)> = Vec::new();
         let mut dead: Vec<(Seq, sled::IVec, String)> = Vec::new();
         let mut evict_after: Option<Seq> = None;
         let (mut removed, mut dropped) = (0u64, 0u64);

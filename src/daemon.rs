@@ -1,0 +1,163 @@
+//! The daemon: wires the parts into tasks and owns start-up and shutdown.
+//!
+//! Read top to bottom, [`run`] is the whole story: open the queue, start the
+//! committer, bind the CoAP sockets, start the uplink, tell systemd we are
+//! ready, wait for a signal, then stop in the order that loses nothing:
+//! stop reading sockets and answer what the store already took, say goodbye
+//! to the broker, and let the committer flush one last time.
+//!
+//! CoAP is served from the first moment whatever the broker does: the uplink
+//! connects in the background, and a large queue on disk is read lazily.
+
+use crate::coap::exchange::{Exchange, ExchangeConfig, Ticket};
+use crate::config::Config;
+use crate::store::{self, Limits, Queue};
+use crate::transport::udp::UdpServer;
+use crate::uplink::{self, tls, Uplink};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+/// Capacity of the channel into the committer: enough to fill several
+/// commit batches while one flushes.
+const STORE_CHANNEL: usize = 8192;
+/// How long shutdown waits for each stage before moving on.
+const STAGE_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let limits = Limits {
+        max_messages: config.store.max_messages,
+        max_bytes: config.store.max_bytes,
+        on_full: config.store.on_full,
+    };
+    let path = config.store.path.clone();
+    let cache = config.store.cache_mb.saturating_mul(1 << 20);
+    let opened = tokio::task::spawn_blocking(move || Queue::open(&path, cache, limits))
+        .await
+        .context("opening the store")??;
+    let queue = opened.queue;
+    let (depth, bytes) = queue.depth();
+    log::info!(
+        "store {}: {depth} messages ({bytes} bytes) waiting for the broker",
+        queue.path().display()
+    );
+    let (store, committer) = store::spawn_committer::<Ticket>(
+        queue.clone(),
+        config.store.commit_max_batch,
+        STORE_CHANNEL,
+    )
+    .context("starting the store's commit thread")?;
+
+    let (routes_tx, routes) = watch::channel(Arc::new(config.router()));
+    let (shutdown_tx, shutdown) = watch::channel(false);
+
+    let mut servers = Vec::new();
+    for addr in &config.coap.listen {
+        let socket = UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("coap.listen: cannot bind UDP {addr}"))?;
+        let server = UdpServer {
+            socket,
+            exchange: Exchange::new(exchange_config(&config), rand::random()),
+            routes: routes.clone(),
+            store: store.clone(),
+        };
+        log::info!("coap: listening on udp {}", server.local_addr()?);
+        servers.push(tokio::spawn(server.serve(shutdown.clone())));
+    }
+
+    let settings = uplink_settings(&config)?;
+    log::info!(
+        "uplink: broker {} as client id {:?}",
+        settings.url(),
+        settings.client_id
+    );
+    let uplink = Uplink::new(settings, queue.clone(), store.clone());
+    let uplink_task = tokio::spawn(uplink.run(shutdown.clone()));
+    drop(store);
+
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    log::info!("coap2mqtt {} ready", env!("CARGO_PKG_VERSION"));
+
+    wait_for_stop_signal().await?;
+    log::info!("stopping: answering requests in flight, then closing the uplink");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let _ = shutdown_tx.send(true);
+    for server in servers {
+        if tokio::time::timeout(STAGE_TIMEOUT, server).await.is_err() {
+            log::warn!("stopping: a CoAP listener did not finish in time");
+        }
+    }
+    if tokio::time::timeout(STAGE_TIMEOUT, uplink_task)
+        .await
+        .is_err()
+    {
+        log::warn!("stopping: the uplink did not close in time");
+    }
+    drop(routes_tx);
+    // Every store handle is gone now; the committer flushes and ends.
+    tokio::task::spawn_blocking(move || committer.join())
+        .await
+        .context("waiting for the store")?
+        .map_err(|_| anyhow::anyhow!("the store's commit thread panicked"))?;
+    log::info!("stopped; {} messages stay queued", queue.depth().0);
+    Ok(())
+}
+
+fn exchange_config(config: &Config) -> ExchangeConfig {
+    ExchangeConfig {
+        max_payload: config.coap.max_payload,
+        dedup_capacity: config.coap.dedup_capacity,
+        block_capacity: config.coap.block_capacity,
+        block_lifetime: Duration::from_secs(config.coap.block_lifetime_s),
+        full_retry_after_s: config.coap.full_retry_after_s,
+    }
+}
+
+fn uplink_settings(config: &Config) -> anyhow::Result<uplink::Settings> {
+    let mqtt = &config.mqtt;
+    let tls = if mqtt.endpoint.tls {
+        Some(tls::client_config(&tls::TlsFiles {
+            ca_file: mqtt.ca_file.as_deref(),
+            client_cert: mqtt.client_cert.as_deref(),
+            client_key: mqtt.client_key.as_deref(),
+            alpn: &mqtt.alpn,
+        })?)
+    } else {
+        None
+    };
+    let password = mqtt.read_password()?;
+    let credentials = match (&mqtt.username, password) {
+        (Some(user), password) => Some((user.clone(), password.unwrap_or_default())),
+        (None, Some(_)) => anyhow::bail!("mqtt.password_file is set but mqtt.username is not"),
+        (None, None) => None,
+    };
+    Ok(uplink::Settings {
+        host: mqtt.endpoint.host.clone(),
+        port: mqtt.endpoint.port,
+        tls,
+        client_id: mqtt.client_id.clone(),
+        credentials,
+        keep_alive: Duration::from_secs(mqtt.keep_alive_s),
+        inflight: mqtt.inflight,
+        status_topic: mqtt.status_topic.clone(),
+        reconnect_min: Duration::from_millis(mqtt.reconnect_min_ms),
+        reconnect_max: Duration::from_secs(mqtt.reconnect_max_s),
+        connect_timeout: Duration::from_secs(5),
+        max_packet_size: mqtt.max_packet_size,
+        max_attempts: mqtt.max_attempts,
+    })
+}
+
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
