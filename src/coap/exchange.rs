@@ -36,6 +36,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Limits of one exchange; see each field.
+///
+/// Worst-case memory follows from them: `block_capacity * max_payload` for
+/// uploads under way (16 MiB by default) and about 250 bytes per
+/// deduplication entry (about 16 MiB at the default 65,536).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExchangeConfig {
     /// The largest request body accepted, after Block1 reassembly (4.13 past it).
@@ -134,6 +138,10 @@ impl Ignored {
 /// What [`Exchange::on_stored`] needs to answer a stored request: who asked,
 /// how to address the answer, and which deduplication entry to complete.
 /// Not `Clone`: a request is answered once.
+///
+/// A ticket dropped without an answer leaves its request pending: the
+/// device's retransmissions are ignored until EXCHANGE_LIFETIME (or
+/// NON_LIFETIME) has passed, and it gets no answer.
 #[derive(Debug)]
 pub struct Ticket {
     peer: Peer,
@@ -321,7 +329,7 @@ impl Exchange {
             }
             MessageType::Confirmable if header.code == Code::EMPTY => {
                 self.counters.pings += 1;
-                self.reject(header, Ignored::Malformed)
+                self.reset(header.message_id)
             }
             // RFC 7252 §4.3: a Non-confirmable message is never Empty.
             MessageType::NonConfirmable if header.code == Code::EMPTY => {
@@ -337,14 +345,19 @@ impl Exchange {
         }
     }
 
-    /// Resets a Confirmable message (RFC 7252 §4.2); ignores anything else.
+    /// Rejects a message (RFC 7252 §4.2, §4.3): a Confirmable one with a
+    /// Reset, anything else by ignoring it.
     fn reject(&mut self, header: Header, otherwise: Ignored) -> Step {
         if header.message_type == MessageType::Confirmable {
-            self.counters.resets_sent += 1;
-            Step::Reply(wire::empty_message(MessageType::Reset, header.message_id))
+            self.reset(header.message_id)
         } else {
             Step::Ignore(otherwise)
         }
+    }
+
+    fn reset(&mut self, message_id: u16) -> Step {
+        self.counters.resets_sent += 1;
+        Step::Reply(wire::empty_message(MessageType::Reset, message_id))
     }
 
     fn on_request(
@@ -498,7 +511,9 @@ impl Exchange {
         }
     }
 
-    /// One block of an upload: the whole body once complete, or the answer.
+    /// One block of an upload: `Ok` with the whole body once the last block
+    /// is in; otherwise `Err` with the answer to send now instead of storing
+    /// (2.31 Continue, or why the upload stops).
     fn receive_block(
         &mut self,
         key: AssemblyKey,

@@ -93,6 +93,14 @@ fn a_block_without_an_upload_is_4_08() {
 }
 
 #[test]
+fn the_largest_block_number_without_an_upload_is_4_08() {
+    let request = Request::post(1)
+        .block1((1 << 20) - 1, false, 6)
+        .payload(b"x");
+    assert_ack(&answer_to(request), "4.08", 1);
+}
+
+#[test]
 fn block_zero_restarts_an_upload() {
     let mut h = Harness::new();
     h.send(&block(1, 0, true, &sixteen(b'a')).bytes());

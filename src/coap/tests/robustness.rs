@@ -153,3 +153,12 @@ fn message_ids_from_many_peers_stay_within_capacity() {
     assert!(h.exchange.dedup_len() <= DEDUP_CAPACITY);
     assert!(h.counters().dedup_evictions > 0);
 }
+
+#[test]
+fn exchange_tickets_and_steps_can_move_between_tasks() {
+    fn movable<T: Send + 'static>() {}
+    movable::<Exchange>();
+    movable::<Ticket>();
+    movable::<Step>();
+    assert!(std::mem::size_of::<Ticket>() <= 96, "a ticket stays small");
+}
