@@ -11,6 +11,8 @@
 
 use crate::coap::exchange::{Exchange, ExchangeConfig, Ticket};
 use crate::config::Config;
+use crate::reload;
+use crate::route::Router;
 use crate::store::{self, Limits, Queue};
 use crate::transport::udp::UdpServer;
 use crate::uplink::{self, tls, Uplink};
@@ -78,6 +80,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let uplink_task = tokio::spawn(uplink.run(shutdown.clone()));
     drop(store);
 
+    let reloader = tokio::spawn(reload_on_sighup(config.clone(), routes_tx));
+
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     log::info!("coap2mqtt {} ready", env!("CARGO_PKG_VERSION"));
 
@@ -96,7 +100,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         log::warn!("stopping: the uplink did not close in time");
     }
-    drop(routes_tx);
+    reloader.abort();
     // Every store handle is gone now; the committer flushes and ends.
     tokio::task::spawn_blocking(move || committer.join())
         .await
@@ -149,6 +153,43 @@ fn uplink_settings(config: &Config) -> anyhow::Result<uplink::Settings> {
         max_packet_size: mqtt.max_packet_size,
         max_attempts: mqtt.max_attempts,
     })
+}
+
+/// Applies a changed config on SIGHUP; a broken one is refused and the
+/// running one stays in force.
+async fn reload_on_sighup(mut running: Config, routes: watch::Sender<Arc<Router>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("reload: cannot install the SIGHUP handler: {e}");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+        match reload::reread(&running) {
+            Ok(reload) => {
+                if reload.routes_changed {
+                    routes.send_replace(Arc::new(reload.config.router()));
+                    log::info!("reload: {} routes in force", reload.config.routes.len());
+                } else {
+                    log::info!("reload: routes unchanged");
+                }
+                if !reload.needs_restart.is_empty() {
+                    log::warn!(
+                        "reload: changes to [{}] take effect only after a restart",
+                        reload.needs_restart.join("], [")
+                    );
+                }
+                running = reload.config;
+            }
+            Err(problems) => {
+                log::error!("reload: the new config is refused, the running one stays in force:\n{problems}");
+            }
+        }
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    }
 }
 
 async fn wait_for_stop_signal() -> anyhow::Result<()> {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod logging;
 pub mod message;
+pub mod reload;
 pub mod route;
 pub mod store;
 pub mod transport;
