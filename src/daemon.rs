@@ -40,11 +40,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .context("opening the store")??;
     let queue = opened.queue;
-    let (depth, bytes) = queue.depth();
-    log::info!(
-        "store {}: {depth} messages ({bytes} bytes) waiting for the broker",
-        queue.path().display()
-    );
+    match opened.unavailable {
+        Some(e) => log::error!(
+            "{e}; serving anyway: devices get 5.03 until the store opens (retrying every second)"
+        ),
+        None => {
+            let (depth, bytes) = queue.depth();
+            log::info!(
+                "store {}: {depth} messages ({bytes} bytes) waiting for the broker",
+                queue.path().display()
+            );
+        }
+    }
     let (store, committer) = store::spawn_committer::<Ticket>(
         queue.clone(),
         config.store.commit_max_batch,

@@ -10,14 +10,23 @@
 //! Removals (after a PUBACK) need no flush of their own: if a crash loses
 //! one, the message is sent again, which at-least-once allows. They ride
 //! along with the next flush.
+//!
+//! When sled reports an I/O error the committer drops the sled handles (the
+//! store is unavailable: appenders hear `Unavailable`, devices 5.03) and
+//! reopens the store once a second until it works again.
 
-use super::{decode_u64, Queue, Record, Seq, COUNTERS_KEY, DEAD_LETTER_CAPACITY, LAST_MESSAGE_KEY};
+use super::{
+    decode_u64, Handles, Queue, Record, Seq, COUNTERS_KEY, DEAD_LETTER_CAPACITY, LAST_MESSAGE_KEY,
+};
 use crate::config::OnFull;
 use crate::message::Message;
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How often an unavailable store is reopened.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 use tokio::sync::mpsc;
 
 /// What the committer tells an appender.
@@ -28,7 +37,10 @@ pub enum AppendOutcome {
     /// The queue is at its limit and `on_full = "reject"` (or the message
     /// alone is larger than the byte limit).
     Full,
-    /// sled failed; nothing of this batch is acknowledged.
+    /// The store cannot write now (disk full, directory unwritable); it is
+    /// being reopened. Nothing of this batch is acknowledged.
+    Unavailable,
+    /// sled failed otherwise; nothing of this batch is acknowledged.
     Failed,
 }
 
@@ -66,8 +78,28 @@ pub fn spawn_committer<R: Send + 'static>(
         .name("store-commit".into())
         .spawn(move || {
             let mut batch = Vec::with_capacity(max_batch);
-            while let Some(first) = rx.blocking_recv() {
-                batch.push(first);
+            let mut next_reopen = Instant::now();
+            loop {
+                if !queue.is_available() {
+                    if Instant::now() >= next_reopen {
+                        next_reopen = Instant::now() + REOPEN_INTERVAL;
+                        queue.try_recover();
+                    }
+                    // Keep answering (Unavailable) while waiting to retry.
+                    match rx.try_recv() {
+                        Ok(cmd) => batch.push(cmd),
+                        Err(mpsc::error::TryRecvError::Empty) => {
+                            std::thread::sleep(Duration::from_millis(20));
+                            continue;
+                        }
+                        Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    }
+                } else {
+                    match rx.blocking_recv() {
+                        Some(first) => batch.push(first),
+                        None => break,
+                    }
+                }
                 while batch.len() < max_batch {
                     match rx.try_recv() {
                         Ok(cmd) => batch.push(cmd),
@@ -92,8 +124,59 @@ struct Accepted<R> {
 }
 
 impl Queue {
+    /// Reopens an unavailable store; logs the outcome once per attempt.
+    fn try_recover(&self) {
+        match self.reopen() {
+            Ok(_) => {
+                log::warn!(
+                    "store {}: available again; {} messages queued",
+                    self.inner.path.display(),
+                    self.depth().0
+                );
+                self.inner.new_data.notify_one();
+            }
+            Err(e) => log::debug!(
+                "store {}: still unavailable: {e}",
+                self.inner.path.display()
+            ),
+        }
+    }
+
     /// Applies one batch of commands atomically and answers its appenders.
     fn commit<R>(&self, commands: &mut Vec<Command<R>>) {
+        let guard = self.read_handles();
+        let Some(handles) = guard.as_ref() else {
+            drop(guard);
+            // Removals and dead letters are dropped: the uplink sends those
+            // messages again once the store is back (at-least-once).
+            for command in commands.drain(..) {
+                if let Command::Append { receipt, reply, .. } = command {
+                    let _ = reply.send((receipt, AppendOutcome::Unavailable));
+                }
+            }
+            return;
+        };
+        let failed = self.apply(handles, commands);
+        drop(guard);
+        if let Some(e) = failed {
+            if matches!(e, sled::Error::Io(_)) {
+                log::error!(
+                    "store {}: {e}; devices get 5.03 until the store can be written again \
+                     (reopening every {REOPEN_INTERVAL:?})",
+                    self.inner.path.display()
+                );
+                let mut slot = self
+                    .inner
+                    .handles
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner());
+                *slot = None;
+            }
+        }
+    }
+
+    /// Applies one batch to the open store; returns sled's error if it failed.
+    fn apply<R>(&self, h: &Handles, commands: &mut Vec<Command<R>>) -> Option<sled::Error> {
         let started = Instant::now();
         let stats = &self.inner.stats;
         let limits = self.inner.limits;
@@ -111,7 +194,7 @@ impl Queue {
         for command in commands.drain(..) {
             match command {
                 Command::Remove(seq) | Command::DeadLetter { seq, .. } if gone.contains(&seq) => {}
-                Command::Remove(seq) => match self.inner.messages.get(seq.to_be_bytes()) {
+                Command::Remove(seq) => match h.messages.get(seq.to_be_bytes()) {
                     Ok(Some(v)) => {
                         batch.remove(&seq.to_be_bytes());
                         gone.insert(seq);
@@ -122,19 +205,17 @@ impl Queue {
                     Ok(None) => {}
                     Err(e) => failure = Some(e),
                 },
-                Command::DeadLetter { seq, reason } => {
-                    match self.inner.messages.get(seq.to_be_bytes()) {
-                        Ok(Some(v)) => {
-                            batch.remove(&seq.to_be_bytes());
-                            gone.insert(seq);
-                            count = count.saturating_sub(1);
-                            bytes = bytes.saturating_sub(v.len() as u64);
-                            dead.push((seq, v, reason));
-                        }
-                        Ok(None) => {}
-                        Err(e) => failure = Some(e),
+                Command::DeadLetter { seq, reason } => match h.messages.get(seq.to_be_bytes()) {
+                    Ok(Some(v)) => {
+                        batch.remove(&seq.to_be_bytes());
+                        gone.insert(seq);
+                        count = count.saturating_sub(1);
+                        bytes = bytes.saturating_sub(v.len() as u64);
+                        dead.push((seq, v, reason));
                     }
-                }
+                    Ok(None) => {}
+                    Err(e) => failure = Some(e),
+                },
                 Command::Append {
                     message,
                     received_ms,
@@ -154,7 +235,7 @@ impl Queue {
                             // Make room from the oldest end: first what is on
                             // disk, then what this batch added before.
                             while !fits(count, bytes) {
-                                match self.oldest_after(evict_after, &gone) {
+                                match oldest_after(h, evict_after, &gone) {
                                     Ok(Some((seq, len))) => {
                                         batch.remove(&seq.to_be_bytes());
                                         gone.insert(seq);
@@ -188,7 +269,7 @@ impl Queue {
                             continue;
                         }
                     }
-                    match self.inner.db.generate_id() {
+                    match h.db.generate_id() {
                         Ok(seq) => {
                             batch.insert(&seq.to_be_bytes(), value);
                             count += 1;
@@ -218,13 +299,12 @@ impl Queue {
             // Dead letters are written before they leave the queue: a crash
             // in between leaves a copy in both, never in neither.
             for (seq, value, reason) in &dead {
-                self.inner
-                    .dead
+                h.dead
                     .insert(seq.to_be_bytes(), dead_letter(value, reason))?;
             }
-            self.inner.messages.apply_batch(batch)?;
+            h.messages.apply_batch(batch)?;
             if !accepted.is_empty() || !dead.is_empty() {
-                self.inner.db.flush()?;
+                h.db.flush()?;
             }
             Ok(())
         });
@@ -248,7 +328,7 @@ impl Queue {
                 for (seq, _, reason) in &dead {
                     log::error!("message {seq} moved to dead letters: {reason}");
                 }
-                self.trim_dead_letters();
+                trim_dead_letters(h);
                 let had_appends = !accepted.is_empty();
                 for a in accepted {
                     let _ = a.reply.send((a.receipt, AppendOutcome::Stored));
@@ -257,14 +337,19 @@ impl Queue {
                     self.inner.new_data.notify_one();
                 }
             }
-            Err(e) => {
+            Err(ref e) => {
                 stats.commit_errors.fetch_add(1, Ordering::Relaxed);
                 stats
                     .failed_appends
                     .fetch_add(accepted.len() as u64, Ordering::Relaxed);
-                log::error!("store {}: commit failed: {e}", self.inner.path.display());
+                let outcome = if matches!(e, sled::Error::Io(_)) {
+                    AppendOutcome::Unavailable
+                } else {
+                    log::error!("store {}: commit failed: {e}", self.inner.path.display());
+                    AppendOutcome::Failed
+                };
                 for a in accepted {
-                    let _ = a.reply.send((a.receipt, AppendOutcome::Failed));
+                    let _ = a.reply.send((a.receipt, outcome));
                 }
             }
         }
@@ -279,37 +364,33 @@ impl Queue {
             let _ = reply.send((receipt, outcome));
         }
         log::trace!("commit took {:?}", started.elapsed());
+        result.err()
     }
+}
 
-    /// The oldest message after `after` not already removed in this batch.
-    fn oldest_after(
-        &self,
-        after: Option<Seq>,
-        gone: &HashSet<Seq>,
-    ) -> Result<Option<(Seq, u64)>, sled::Error> {
-        let start = after.map_or(0, |s| s.saturating_add(1));
-        for item in self
-            .inner
-            .messages
-            .range(start.to_be_bytes()..=LAST_MESSAGE_KEY)
-        {
-            let (k, v) = item?;
-            if let Some(seq) = decode_u64(&k) {
-                if !gone.contains(&seq) {
-                    return Ok(Some((seq, v.len() as u64)));
-                }
+/// The oldest message after `after` not already removed in this batch.
+fn oldest_after(
+    h: &Handles,
+    after: Option<Seq>,
+    gone: &HashSet<Seq>,
+) -> Result<Option<(Seq, u64)>, sled::Error> {
+    let start = after.map_or(0, |s| s.saturating_add(1));
+    for item in h.messages.range(start.to_be_bytes()..=LAST_MESSAGE_KEY) {
+        let (k, v) = item?;
+        if let Some(seq) = decode_u64(&k) {
+            if !gone.contains(&seq) {
+                return Ok(Some((seq, v.len() as u64)));
             }
         }
-        Ok(None)
     }
+    Ok(None)
+}
 
-    fn trim_dead_letters(&self) {
-        let dead = &self.inner.dead;
-        let excess = dead.len().saturating_sub(DEAD_LETTER_CAPACITY);
-        for _ in 0..excess {
-            if dead.pop_min().is_err() {
-                break;
-            }
+fn trim_dead_letters(h: &Handles) {
+    let excess = h.dead.len().saturating_sub(DEAD_LETTER_CAPACITY);
+    for _ in 0..excess {
+        if h.dead.pop_min().is_err() {
+            break;
         }
     }
 }

@@ -14,6 +14,12 @@
 //!   of the batch that holds their message.
 //! - Sequence numbers only grow, so reading from the first key resends in
 //!   the order devices were answered.
+//! - After an I/O error (a full disk, a directory made unwritable) sled
+//!   fails every later operation, even once the cause is gone; only a reopen
+//!   recovers. So the store can be *unavailable*: the sled handles are
+//!   dropped, appenders are told so (devices get 5.03), readers see an empty
+//!   queue, and the committer reopens the store at most once a second. What
+//!   was flushed before the error is intact after the reopen.
 
 pub mod commit;
 pub mod record;
@@ -27,7 +33,7 @@ mod tests;
 use crate::config::OnFull;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
@@ -106,12 +112,19 @@ pub struct Queue {
 
 struct Inner {
     path: PathBuf,
-    db: sled::Db,
-    messages: sled::Tree,
-    dead: sled::Tree,
+    cache_bytes: u64,
+    /// None while the store is unavailable (see the module docs).
+    handles: RwLock<Option<Handles>>,
     limits: Limits,
     stats: Stats,
     new_data: Notify,
+}
+
+/// The open sled database and its trees.
+struct Handles {
+    db: sled::Db,
+    messages: sled::Tree,
+    dead: sled::Tree,
 }
 
 /// What opening the store found.
@@ -119,17 +132,56 @@ pub struct Opened {
     pub queue: Queue,
     /// Where a corrupt store was moved, when it was.
     pub moved_aside: Option<PathBuf>,
+    /// Why the store could not be opened (the daemon runs on, answering
+    /// devices 5.03, and the committer keeps trying).
+    pub unavailable: Option<StoreError>,
 }
 
 impl Queue {
     /// Opens (or creates) the store. A store sled reports as corrupt is moved
     /// aside and a fresh one started, so the daemon never crash-loops on it.
+    /// An I/O error leaves the store unavailable rather than failing: the
+    /// daemon serves (5.03) and the committer retries. Only a store written
+    /// by a newer version, or one that cannot be moved aside, is fatal.
     pub fn open(path: &Path, cache_bytes: u64, limits: Limits) -> Result<Opened, StoreError> {
-        match Self::try_open(path, cache_bytes, limits) {
-            Ok(queue) => Ok(Opened {
-                queue,
-                moved_aside: None,
+        let queue = Queue {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                cache_bytes,
+                handles: RwLock::new(None),
+                limits,
+                stats: Stats::default(),
+                new_data: Notify::new(),
             }),
+        };
+        let mut opened = Opened {
+            queue,
+            moved_aside: None,
+            unavailable: None,
+        };
+        match opened.queue.reopen() {
+            Ok(aside) => opened.moved_aside = aside,
+            Err(e @ (StoreError::NewerFormat { .. } | StoreError::MoveAside { .. })) => {
+                return Err(e)
+            }
+            Err(e) => opened.unavailable = Some(e),
+        }
+        Ok(opened)
+    }
+
+    /// Opens the sled files and installs them; on corruption moves the store
+    /// aside first. Returns where it was moved, if it was.
+    fn reopen(&self) -> Result<Option<PathBuf>, StoreError> {
+        let path = &self.inner.path;
+        let mut slot = self
+            .inner
+            .handles
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        // The old handles must be gone before sled can lock the files again.
+        *slot = None;
+        let (handles, aside) = match Self::open_handles(path, self.inner.cache_bytes) {
+            Ok(h) => (h, None),
             Err(OpenFailure::Corrupt(reason)) => {
                 let aside = aside_path(path);
                 std::fs::rename(path, &aside).map_err(|source| StoreError::MoveAside {
@@ -142,23 +194,34 @@ impl Queue {
                     path.display(),
                     aside.display()
                 );
-                match Self::try_open(path, cache_bytes, limits) {
-                    Ok(queue) => Ok(Opened {
-                        queue,
-                        moved_aside: Some(aside),
-                    }),
-                    Err(OpenFailure::Corrupt(reason)) => Err(StoreError::Sled {
-                        path: path.to_path_buf(),
-                        source: sled::Error::Unsupported(reason),
-                    }),
-                    Err(OpenFailure::Other(e)) => Err(e),
+                match Self::open_handles(path, self.inner.cache_bytes) {
+                    Ok(h) => (h, Some(aside)),
+                    Err(OpenFailure::Corrupt(reason)) => {
+                        return Err(StoreError::Sled {
+                            path: path.to_path_buf(),
+                            source: sled::Error::Unsupported(reason),
+                        })
+                    }
+                    Err(OpenFailure::Other(e)) => return Err(e),
                 }
             }
-            Err(OpenFailure::Other(e)) => Err(e),
-        }
+            Err(OpenFailure::Other(e)) => return Err(e),
+        };
+        let (count, bytes) = handles.counters().map_err(|source| StoreError::Sled {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let stats = &self.inner.stats;
+        stats.messages.store(count, Ordering::Relaxed);
+        stats.bytes.store(bytes, Ordering::Relaxed);
+        stats
+            .dead_letters
+            .store(handles.dead.len() as u64, Ordering::Relaxed);
+        *slot = Some(handles);
+        Ok(aside)
     }
 
-    fn try_open(path: &Path, cache_bytes: u64, limits: Limits) -> Result<Queue, OpenFailure> {
+    fn open_handles(path: &Path, cache_bytes: u64) -> Result<Handles, OpenFailure> {
         let sled_err = |source| {
             OpenFailure::classify(StoreError::Sled {
                 path: path.to_path_buf(),
@@ -194,40 +257,16 @@ impl Queue {
                 db.flush().map_err(sled_err)?;
             }
         }
-        let stats = Stats::default();
-        let (count, bytes) = match messages.get(COUNTERS_KEY).map_err(sled_err)? {
-            Some(v) if v.len() == 16 => (
-                decode_u64(&v[..8]).unwrap_or(0),
-                decode_u64(&v[8..]).unwrap_or(0),
-            ),
-            // A store without counters is new (or damaged): count once.
-            _ => {
-                let mut count = 0;
-                let mut bytes = 0;
-                for item in messages.range(..=LAST_MESSAGE_KEY) {
-                    let (_, v) = item.map_err(sled_err)?;
-                    count += 1;
-                    bytes += v.len() as u64;
-                }
-                (count, bytes)
-            }
-        };
-        stats.messages.store(count, Ordering::Relaxed);
-        stats.bytes.store(bytes, Ordering::Relaxed);
-        stats
-            .dead_letters
-            .store(dead.len() as u64, Ordering::Relaxed);
-        Ok(Queue {
-            inner: Arc::new(Inner {
-                path: path.to_path_buf(),
-                db,
-                messages,
-                dead,
-                limits,
-                stats,
-                new_data: Notify::new(),
-            }),
-        })
+        Ok(Handles { db, messages, dead })
+    }
+
+    /// Whether the store can take messages now.
+    pub fn is_available(&self) -> bool {
+        self.read_handles().is_some()
+    }
+
+    fn read_handles(&self) -> std::sync::RwLockReadGuard<'_, Option<Handles>> {
+        self.inner.handles.read().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn path(&self) -> &Path {
@@ -266,9 +305,12 @@ impl Queue {
             Some(seq) if seq == u64::MAX => return Ok(Vec::new()),
             Some(seq) => seq + 1,
         };
+        let guard = self.read_handles();
+        let Some(handles) = guard.as_ref() else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::with_capacity(limit.min(1024));
-        for item in self
-            .inner
+        for item in handles
             .messages
             .range(start.to_be_bytes()..=LAST_MESSAGE_KEY)
             .take(limit)
@@ -288,8 +330,9 @@ impl Queue {
 
     /// When the oldest waiting message was received (ms since the epoch).
     pub fn oldest_received_ms(&self) -> Option<u64> {
-        let (_, v) = self
-            .inner
+        let guard = self.read_handles();
+        let (_, v) = guard
+            .as_ref()?
             .messages
             .range(..=LAST_MESSAGE_KEY)
             .next()?
@@ -299,12 +342,19 @@ impl Queue {
 
     /// Bytes the store's files take on disk.
     pub fn size_on_disk(&self) -> u64 {
-        self.inner.db.size_on_disk().unwrap_or(0)
+        self.read_handles()
+            .as_ref()
+            .and_then(|h| h.db.size_on_disk().ok())
+            .unwrap_or(0)
     }
 
     /// Dead letters, oldest first, for inspection.
     pub fn dead_letters(&self, limit: usize) -> Vec<(Seq, String)> {
-        self.inner
+        let guard = self.read_handles();
+        let Some(handles) = guard.as_ref() else {
+            return Vec::new();
+        };
+        handles
             .dead
             .iter()
             .take(limit)
@@ -320,11 +370,14 @@ impl Queue {
 
     /// Makes everything written so far durable (used at shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.inner
-            .db
-            .flush()
-            .map(|_| ())
-            .map_err(|source| self.error(source))
+        match self.read_handles().as_ref() {
+            Some(h) => {
+                h.db.flush()
+                    .map(|_| ())
+                    .map_err(|source| self.error(source))
+            }
+            None => Ok(()),
+        }
     }
 
     fn error(&self, source: sled::Error) -> StoreError {
@@ -332,6 +385,28 @@ impl Queue {
             path: self.inner.path.clone(),
             source,
         }
+    }
+}
+
+impl Handles {
+    /// Depth and bytes from the counters record; a store without one is new
+    /// (or damaged) and is counted once.
+    fn counters(&self) -> Result<(u64, u64), sled::Error> {
+        if let Some(v) = self.messages.get(COUNTERS_KEY)? {
+            if v.len() == 16 {
+                return Ok((
+                    decode_u64(&v[..8]).unwrap_or(0),
+                    decode_u64(&v[8..]).unwrap_or(0),
+                ));
+            }
+        }
+        let (mut count, mut bytes) = (0, 0);
+        for item in self.messages.range(..=LAST_MESSAGE_KEY) {
+            let (_, v) = item?;
+            count += 1;
+            bytes += v.len() as u64;
+        }
+        Ok((count, bytes))
     }
 }
 

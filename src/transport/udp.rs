@@ -118,7 +118,8 @@ impl UdpServer {
 fn store_outcome(outcome: AppendOutcome) -> StoreOutcome {
     match outcome {
         AppendOutcome::Stored => StoreOutcome::Stored,
-        AppendOutcome::Full => StoreOutcome::Full,
+        // Both mean "not now, ask again later": 5.03 with Max-Age.
+        AppendOutcome::Full | AppendOutcome::Unavailable => StoreOutcome::Full,
         AppendOutcome::Failed => StoreOutcome::Failed,
     }
 }

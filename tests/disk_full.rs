@@ -1,0 +1,130 @@
+//! A full disk: devices get 5.03 (never a 2.04 that was not stored), the log
+//! says why, and when space returns the daemon recovers on its own, with the
+//! queue intact and every acknowledged message delivered.
+//!
+//! Needs root to mount a small tmpfs for the store; elsewhere it says it
+//! skipped.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use support::broker::Broker;
+use support::coap::{CoapClient, Code};
+use support::daemon::{Daemon, DaemonConfig, RouteConfig};
+use support::subscriber::Subscriber;
+use support::{free_udp_port, wait_until, WAIT};
+
+/// A size-limited tmpfs, unmounted on drop.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then(|| SmallDisk {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Writes a filler file until the filesystem refuses more.
+    fn fill(&self) -> PathBuf {
+        let path = self.dir.join("filler");
+        let mut file = std::fs::File::create(&path).expect("create filler");
+        let chunk = vec![0x5au8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+#[test]
+fn full_disk_gets_503_then_recovers_with_the_queue_intact() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let Some(disk) = SmallDisk::mount(&scratch.path().join("fs"), "16m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let mut broker = Broker::start();
+    let subscriber = Subscriber::start(broker.port(), "t/#");
+    broker.stop();
+
+    let port = free_udp_port();
+    let mut config =
+        DaemonConfig::new(port, broker.port()).route(RouteConfig::new("s/{d}", "t/{d}"));
+    config.store_path = disk.dir.join("store").display().to_string();
+    config.keep_alive_s = Some(5);
+    let daemon = Daemon::start_config(&config);
+    let mut client = CoapClient::new(daemon.coap_addr());
+
+    let mut acked = Vec::new();
+    let mut send = |client: &mut CoapClient, n: usize| -> Option<Code> {
+        let payload = format!("m{n}");
+        let outcome = client.con(&["s", "dev"], payload.as_bytes());
+        let code = outcome.code();
+        if code == Some(Code::new(2, 4)) {
+            acked.push(payload);
+        }
+        code
+    };
+    for n in 0..20 {
+        assert_eq!(
+            send(&mut client, n),
+            Some(Code::new(2, 4)),
+            "before the disk fills"
+        );
+    }
+
+    let filler = disk.fill();
+    let mut n = 20;
+    let mut refused = 0;
+    while refused == 0 && n < 400 {
+        match send(&mut client, n) {
+            Some(code) if code == Code::new(2, 4) => {}
+            Some(code) if code == Code::new(5, 3) => refused += 1,
+            other => panic!("message {n}: expected 2.04 or 5.03, got {other:?}"),
+        }
+        n += 1;
+    }
+    assert!(refused > 0, "the disk never filled up for the store");
+    daemon.wait_for_log("devices get 5.03", WAIT);
+
+    std::fs::remove_file(&filler).expect("free the disk");
+    let mut recovered = false;
+    wait_until(WAIT, "the store accepts messages again", || {
+        let code = send(&mut client, n);
+        n += 1;
+        recovered = code == Some(Code::new(2, 4));
+        recovered
+    });
+    daemon.wait_for_log("available again", WAIT);
+
+    broker.start_again();
+    let got = subscriber.wait_for_count(acked.len(), Duration::from_secs(60));
+    let delivered: std::collections::HashSet<String> =
+        got.iter().map(|m| m.payload_str()).collect();
+    let lost: Vec<&String> = acked.iter().filter(|p| !delivered.contains(*p)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but never delivered: {lost:?}"
+    );
+    eprintln!(
+        "disk full: {} acknowledged, {refused} refused with 5.03, all delivered",
+        acked.len()
+    );
+}
