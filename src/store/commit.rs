@@ -25,6 +25,9 @@ use std::sync::atomic::Ordering;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Removals kept while the store is unavailable (8 bytes each).
+const MAX_DEFERRED_REMOVALS: usize = 1 << 20;
+
 /// How often an unavailable store is reopened.
 const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 use tokio::sync::mpsc;
@@ -78,6 +81,7 @@ pub fn spawn_committer<R: Send + 'static>(
         .name("store-commit".into())
         .spawn(move || {
             let mut batch = Vec::with_capacity(max_batch);
+            let mut deferred = Vec::new();
             let mut next_reopen = Instant::now();
             loop {
                 if !queue.is_available() {
@@ -106,7 +110,7 @@ pub fn spawn_committer<R: Send + 'static>(
                         Err(_) => break,
                     }
                 }
-                queue.commit(&mut batch);
+                queue.commit(&mut batch, &mut deferred);
             }
             if let Err(e) = queue.flush() {
                 log::error!("final flush of the queue failed: {e}");
@@ -143,19 +147,33 @@ impl Queue {
     }
 
     /// Applies one batch of commands atomically and answers its appenders.
-    fn commit<R>(&self, commands: &mut Vec<Command<R>>) {
+    /// Removals that arrive while the store is unavailable wait in
+    /// `deferred` and are applied with the first batch after it is back.
+    fn commit<R>(&self, commands: &mut Vec<Command<R>>, deferred: &mut Vec<Seq>) {
         let guard = self.read_handles();
         let Some(handles) = guard.as_ref() else {
             drop(guard);
-            // Removals and dead letters are dropped: the uplink sends those
-            // messages again once the store is back (at-least-once).
             for command in commands.drain(..) {
-                if let Command::Append { receipt, reply, .. } = command {
-                    let _ = reply.send((receipt, AppendOutcome::Unavailable));
+                match command {
+                    Command::Append { receipt, reply, .. } => {
+                        let _ = reply.send((receipt, AppendOutcome::Unavailable));
+                    }
+                    // Past the bound a removal is dropped: the message is
+                    // then sent again after a reconnect (at-least-once).
+                    Command::Remove(seq) if deferred.len() < MAX_DEFERRED_REMOVALS => {
+                        deferred.push(seq)
+                    }
+                    // A dead letter is decided again when it is sent again.
+                    Command::Remove(_) | Command::DeadLetter { .. } => {}
                 }
             }
             return;
         };
+        if !deferred.is_empty() {
+            let mut all: Vec<Command<R>> = deferred.drain(..).map(Command::Remove).collect();
+            all.append(commands);
+            *commands = all;
+        }
         let failed = self.apply(handles, commands);
         drop(guard);
         if let Some(e) = failed {

@@ -265,6 +265,16 @@ impl Queue {
         self.read_handles().is_some()
     }
 
+    /// Drops the sled handles as an I/O error would (tests only).
+    #[cfg(test)]
+    fn drop_handles(&self) {
+        *self
+            .inner
+            .handles
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     fn read_handles(&self) -> std::sync::RwLockReadGuard<'_, Option<Handles>> {
         self.inner.handles.read().unwrap_or_else(|p| p.into_inner())
     }

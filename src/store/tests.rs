@@ -246,3 +246,58 @@ fn a_corrupt_store_is_moved_aside_and_a_fresh_one_opens() {
     assert!(aside.exists());
     assert_eq!(opened.queue.depth().0, 0);
 }
+
+#[test]
+fn an_unavailable_store_answers_unavailable_and_applies_removals_once_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = open(dir.path(), limits(100, 1 << 20, OnFull::Reject));
+    let (cmds, _rx) = appends(0..3);
+    run(&q, cmds);
+    let first = q.read_after(None, 1).expect("reads")[0]
+        .as_ref()
+        .expect("ok")
+        .seq;
+
+    // Lose the store: the handles go, and a file where the directory was
+    // makes every reopen fail until the directory is back.
+    q.drop_handles();
+    let path = dir.path().join("q");
+    let away = dir.path().join("q.away");
+    std::fs::rename(&path, &away).expect("move store away");
+    std::fs::write(&path, b"not a directory").expect("block the path");
+
+    let (handle, thread) = spawn_committer::<usize>(q.clone(), 64, 1024).expect("thread");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let append = |i: usize| Command::Append {
+        message: message(i),
+        received_ms: 0,
+        receipt: i,
+        reply: tx.clone(),
+    };
+    handle.blocking_send(Command::Remove(first)).expect("alive");
+    handle.blocking_send(append(3)).expect("alive");
+    assert_eq!(rx.blocking_recv(), Some((3, AppendOutcome::Unavailable)));
+    assert!(!q.is_available());
+
+    std::fs::remove_file(&path).expect("unblock");
+    std::fs::rename(&away, &path).expect("store back");
+    let mut i = 4;
+    loop {
+        handle.blocking_send(append(i)).expect("alive");
+        match rx.blocking_recv() {
+            Some((_, AppendOutcome::Stored)) => break,
+            Some((_, AppendOutcome::Unavailable)) => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                i += 1;
+                assert!(i < 100, "the store never came back");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    drop(handle);
+    thread.join().expect("committer ends");
+    assert_eq!(
+        payloads(&q),
+        vec!["m1".to_string(), "m2".into(), format!("m{i}")]
+    );
+}
