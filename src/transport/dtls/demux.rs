@@ -12,7 +12,10 @@
 //!   still handshaking: a ClientHello costs one datagram to send and ~40 KB
 //!   to hold. When either bound is reached, the oldest handshake whose peer
 //!   has not yet returned a cookie (so may not even own its address) makes
-//!   room; a peer that did return one, or finished, is never pushed out.
+//!   room, if it has had [`COOKIE_GRACE`] to return one; a peer that did
+//!   return one, or finished, is never pushed out. The grace keeps a burst
+//!   of fakes from pushing out a real device between its ClientHello and
+//!   its cookie: during the burst new peers are dropped, and retry.
 //! - A ClientHello from the address of an established session means the
 //!   device restarted: the old session goes and a new handshake starts at
 //!   once.
@@ -39,6 +42,9 @@ use tokio::sync::{mpsc, oneshot};
 const INBOX: usize = 32;
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
+/// How long an unverified handshake is safe from eviction: far more than a
+/// round trip, so a real device has time to return its cookie.
+const COOKIE_GRACE: Duration = Duration::from_secs(1);
 /// How often the table's size goes to the debug log, when it changed.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
@@ -66,7 +72,7 @@ struct Table {
     handshaking: usize,
     /// Handshakes without a cookie yet, oldest first; stale items (entries
     /// since verified, finished or gone) are skipped and pruned.
-    unverified: VecDeque<(SocketAddr, u64)>,
+    unverified: VecDeque<(SocketAddr, u64, Instant)>,
     next_generation: u64,
 }
 
@@ -182,26 +188,39 @@ impl Table {
         }
     }
 
-    /// Removes the oldest handshake still without a cookie; false if none.
-    fn evict_unverified(&mut self) -> bool {
-        while let Some((addr, generation)) = self.unverified.pop_front() {
+    /// Removes the oldest handshake still without a cookie, if it started
+    /// before `now - COOKIE_GRACE`; false if there is none such.
+    fn evict_unverified(&mut self, now: Instant) -> bool {
+        while let Some(&(addr, generation, since)) = self.unverified.front() {
             let current = self.peers.get(&addr).is_some_and(|e| {
                 e.generation == generation
                     && matches!(e.state, State::Handshaking { verified: false })
             });
-            if current {
-                self.remove(&addr);
-                return true;
+            if !current {
+                self.unverified.pop_front();
+                continue;
             }
+            if now.saturating_duration_since(since) < COOKIE_GRACE {
+                return false;
+            }
+            self.unverified.pop_front();
+            self.remove(&addr);
+            return true;
         }
         false
     }
 
-    fn remember_unverified(&mut self, addr: SocketAddr, generation: u64, bound: usize) {
-        self.unverified.push_back((addr, generation));
+    fn remember_unverified(
+        &mut self,
+        addr: SocketAddr,
+        generation: u64,
+        now: Instant,
+        bound: usize,
+    ) {
+        self.unverified.push_back((addr, generation, now));
         if self.unverified.len() > 2 * bound.max(self.handshaking) {
             let peers = &self.peers;
-            self.unverified.retain(|(a, g)| {
+            self.unverified.retain(|(a, g, _)| {
                 peers.get(a).is_some_and(|e| {
                     e.generation == *g && matches!(e.state, State::Handshaking { verified: false })
                 })
@@ -370,7 +389,7 @@ impl Demux {
         while table.handshaking >= self.limits.max_handshakes
             || table.peers.len() >= self.limits.max_sessions
         {
-            if !table.evict_unverified() {
+            if !table.evict_unverified(Instant::now()) {
                 dropped.table_full += 1;
                 if quiet.admit("full", Instant::now()).is_some() {
                     log::warn!(
@@ -401,7 +420,7 @@ impl Demux {
         );
         table.handshaking += 1;
         if !hello.has_cookie {
-            table.remember_unverified(from, generation, self.limits.max_handshakes);
+            table.remember_unverified(from, generation, Instant::now(), self.limits.max_handshakes);
         }
         drop(table);
         let conn = Arc::new(VirtualConn::new(self.socket.clone(), local, from, inbox_rx));
@@ -442,6 +461,15 @@ mod tests {
     }
 
     fn handshaking(table: &mut Table, addr: SocketAddr, verified: bool) -> oneshot::Receiver<()> {
+        handshaking_since(table, addr, verified, Instant::now())
+    }
+
+    fn handshaking_since(
+        table: &mut Table,
+        addr: SocketAddr,
+        verified: bool,
+        since: Instant,
+    ) -> oneshot::Receiver<()> {
         let (inbox, _) = mpsc::channel(1);
         let (cancel, cancelled) = oneshot::channel();
         table.next_generation += 1;
@@ -457,7 +485,7 @@ mod tests {
         );
         table.handshaking += 1;
         if !verified {
-            table.remember_unverified(addr, generation, 4);
+            table.remember_unverified(addr, generation, since, 4);
         }
         cancelled
     }
@@ -468,17 +496,28 @@ mod tests {
 
     #[test]
     fn eviction_takes_the_oldest_unverified_handshake_and_ends_it() {
+        let t0 = Instant::now();
+        let later = t0 + COOKIE_GRACE;
         let mut table = Table::default();
-        let mut first = handshaking(&mut table, addr(1), false);
-        let _verified = handshaking(&mut table, addr(2), true);
-        let _third = handshaking(&mut table, addr(3), false);
-        assert!(table.evict_unverified());
+        let mut first = handshaking_since(&mut table, addr(1), false, t0);
+        let _verified = handshaking_since(&mut table, addr(2), true, t0);
+        let _third = handshaking_since(&mut table, addr(3), false, t0);
+        assert!(table.evict_unverified(later));
         assert!(!table.peers.contains_key(&addr(1)));
         assert_eq!(table.handshaking, 2);
         assert!(first.try_recv().is_err(), "the session is told to end");
-        assert!(table.evict_unverified());
-        assert!(!table.evict_unverified(), "a verified handshake stays");
+        assert!(table.evict_unverified(later));
+        assert!(!table.evict_unverified(later), "a verified handshake stays");
         assert_eq!(table.peers.len(), 1);
+    }
+
+    #[test]
+    fn a_handshake_within_its_cookie_grace_is_not_evicted() {
+        let t0 = Instant::now();
+        let mut table = Table::default();
+        let _young = handshaking_since(&mut table, addr(1), false, t0);
+        assert!(!table.evict_unverified(t0 + COOKIE_GRACE / 2));
+        assert!(table.evict_unverified(t0 + COOKIE_GRACE));
     }
 
     #[test]
