@@ -1,7 +1,7 @@
 //! The daemon: wires the parts into tasks and owns start-up and shutdown.
 //!
 //! Read top to bottom, [`run`] is the whole story: open the queue, start the
-//! committer, bind the CoAP sockets, start the uplink, tell systemd we are
+//! committer, bind the CoAP sockets (plain UDP and DTLS), start the uplink, tell systemd we are
 //! ready, wait for a signal, then stop in the order that loses nothing:
 //! stop reading sockets and answer what the store already took, say goodbye
 //! to the broker, and let the committer flush one last time.
@@ -13,13 +13,15 @@ use crate::coap::exchange::{Exchange, ExchangeConfig, Ticket};
 use crate::config::Config;
 use crate::reload;
 use crate::route::Router;
-use crate::store::{self, Limits, Queue};
-use crate::transport::udp::UdpServer;
+use crate::store::{self, Limits, Queue, StoreHandle};
+use crate::transport::dtls::Dtls;
+use crate::transport::server::Server;
+use crate::transport::udp::UdpLink;
+use crate::transport::Link;
 use crate::uplink::{self, tls, Uplink};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 /// Capacity of the channel into the committer: enough to fill several
@@ -62,20 +64,33 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (routes_tx, routes) = watch::channel(Arc::new(config.router()));
     let (shutdown_tx, shutdown) = watch::channel(false);
 
+    // One CoAP server (and so one exchange) per socket, whatever the transport.
+    let listeners = Listeners {
+        exchange: exchange_config(&config),
+        routes,
+        store: store.clone(),
+        shutdown: shutdown.clone(),
+    };
     let mut servers = Vec::new();
     for addr in &config.coap.listen {
-        let socket = UdpSocket::bind(addr)
+        let link = UdpLink::bind(*addr)
             .await
             .with_context(|| format!("coap.listen: cannot bind UDP {addr}"))?;
-        let server = UdpServer {
-            socket,
-            exchange: Exchange::new(exchange_config(&config), rand::random()),
-            routes: routes.clone(),
-            store: store.clone(),
-        };
-        log::info!("coap: listening on udp {}", server.local_addr()?);
-        servers.push(tokio::spawn(server.serve(shutdown.clone())));
+        servers.push(listeners.serve(link));
     }
+    let dtls = match config.dtls.enabled() {
+        true => Some(Arc::new(Dtls::new(&config.dtls)?)),
+        false => None,
+    };
+    if let Some(dtls) = &dtls {
+        for addr in &config.dtls.listen {
+            let link = dtls
+                .bind(*addr)
+                .with_context(|| format!("dtls.listen: cannot bind UDP {addr}"))?;
+            servers.push(listeners.serve(link));
+        }
+    }
+    drop(listeners);
 
     let settings = uplink_settings(&config)?;
     log::info!(
@@ -87,7 +102,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let uplink_task = tokio::spawn(uplink.run(shutdown.clone()));
     drop(store);
 
-    let reloader = tokio::spawn(reload_on_sighup(config.clone(), routes_tx));
+    let reloader = tokio::spawn(reload_on_sighup(config.clone(), routes_tx, dtls));
 
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     log::info!("coap2mqtt {} ready", env!("CARGO_PKG_VERSION"));
@@ -115,6 +130,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .map_err(|_| anyhow::anyhow!("the store's commit thread panicked"))?;
     log::info!("stopped; {} messages stay queued", queue.depth().0);
     Ok(())
+}
+
+/// What every CoAP server shares: the exchange's limits, the routes, the
+/// store and the shutdown signal.
+struct Listeners {
+    exchange: ExchangeConfig,
+    routes: watch::Receiver<Arc<Router>>,
+    store: StoreHandle<Ticket>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Listeners {
+    /// Starts the CoAP server of one socket.
+    fn serve<L: Link + 'static>(&self, link: L) -> tokio::task::JoinHandle<()> {
+        log::info!("coap: listening on {}", link.name());
+        let server = Server {
+            link,
+            exchange: Exchange::new(self.exchange.clone(), rand::random()),
+            routes: self.routes.clone(),
+            store: self.store.clone(),
+        };
+        tokio::spawn(server.serve(self.shutdown.clone()))
+    }
 }
 
 fn exchange_config(config: &Config) -> ExchangeConfig {
@@ -162,9 +200,13 @@ fn uplink_settings(config: &Config) -> anyhow::Result<uplink::Settings> {
     })
 }
 
-/// Applies a changed config on SIGHUP; a broken one is refused and the
-/// running one stays in force.
-async fn reload_on_sighup(mut running: Config, routes: watch::Sender<Arc<Router>>) {
+/// Applies a changed config and the PSK file on SIGHUP; a broken one is
+/// refused and the running one stays in force.
+async fn reload_on_sighup(
+    mut running: Config,
+    routes: watch::Sender<Arc<Router>>,
+    dtls: Option<Arc<Dtls>>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(s) => s,
@@ -194,6 +236,9 @@ async fn reload_on_sighup(mut running: Config, routes: watch::Sender<Arc<Router>
             Err(problems) => {
                 log::error!("reload: the new config is refused, the running one stays in force:\n{problems}");
             }
+        }
+        if let Some(dtls) = &dtls {
+            dtls.reload_psk();
         }
         let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     }

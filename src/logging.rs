@@ -16,6 +16,10 @@ pub fn init(level: log::LevelFilter) {
     // Our own crate at the configured level; noisy dependencies one notch down.
     builder.filter_module("sled", log::LevelFilter::Warn);
     builder.filter_module("rumqttc", log::LevelFilter::Warn);
+    // webrtc-dtls warns about every ClientHello extension it does not know;
+    // our session logs say what happened to each handshake.
+    builder.filter_module("webrtc_dtls", log::LevelFilter::Error);
+    builder.filter_module("webrtc_util", log::LevelFilter::Error);
     if let Ok(spec) = std::env::var("RUST_LOG") {
         builder.parse_filters(&spec);
     }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 const DEFAULT_CONFIG: &str = "/etc/coap2mqtt/coap2mqtt.toml";
+const DEFAULT_PSK_FILE: &str = "/etc/coap2mqtt/psk.toml";
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +33,51 @@ enum Commands {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Manage the DTLS pre-shared keys of devices.
+    Psk {
+        #[command(subcommand)]
+        command: PskCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PskCommand {
+    /// Add a device with a new random key; prints the key, once.
+    Add {
+        /// The device's PSK identity, e.g. sensor-01.
+        identity: String,
+        #[command(flatten)]
+        file: PskFileArgs,
+    },
+    /// List the identities in the PSK file (never the keys).
+    List {
+        #[command(flatten)]
+        file: PskFileArgs,
+    },
+}
+
+#[derive(clap::Args)]
+struct PskFileArgs {
+    /// The PSK file. Default: dtls.psk_file of the config, else /etc/coap2mqtt/psk.toml.
+    #[arg(long)]
+    psk_file: Option<PathBuf>,
+    /// The configuration file naming the PSK file.
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    config: PathBuf,
+}
+
+impl PskFileArgs {
+    /// --psk-file, else the config's dtls.psk_file (if the config can be
+    /// read), else the packaged default.
+    fn path(&self) -> PathBuf {
+        if let Some(path) = &self.psk_file {
+            return path.clone();
+        }
+        Config::load(&self.config)
+            .ok()
+            .and_then(|c| c.dtls.psk_file)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PSK_FILE))
+    }
 }
 
 fn main() -> ExitCode {
@@ -47,6 +93,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Commands::Psk { command } => psk(command),
         Commands::Run { config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -72,6 +119,40 @@ fn main() -> ExitCode {
                 Err(e) => {
                     log::error!("{e:#}");
                     ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn psk(command: PskCommand) -> ExitCode {
+    use coap2mqtt::config::psk::{self, AddError};
+    match command {
+        PskCommand::Add { identity, file } => match psk::add(&file.path(), &identity) {
+            Ok(key) => {
+                println!("{key}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                match e {
+                    AddError::Io { .. } => ExitCode::FAILURE,
+                    _ => ExitCode::from(2),
+                }
+            }
+        },
+        PskCommand::List { file } => {
+            let path = file.path();
+            match psk::load(&path) {
+                Ok(keys) => {
+                    for identity in keys.iter().flat_map(|k| k.identities()) {
+                        println!("{identity}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    ExitCode::from(2)
                 }
             }
         }

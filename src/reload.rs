@@ -27,6 +27,9 @@ pub fn reread(running: &Config) -> Result<Reload, ConfigErrors> {
     if config.coap != running.coap {
         needs_restart.push("coap");
     }
+    if config.dtls != running.dtls {
+        needs_restart.push("dtls");
+    }
     if config.mqtt != running.mqtt {
         needs_restart.push("mqtt");
     }

@@ -323,14 +323,16 @@ pub(super) struct Table<'a> {
 impl<'a> Table<'a> {
     /// The document itself. A missing key of the root is reported on line 1.
     pub fn root(node: &'a Node, known: &[&str], r: &mut Report) -> Table<'a> {
-        Table::open(String::new(), Some(0..0), node, known, r)
+        Table::open(String::new(), Some(0..0), node, Some(known), r)
     }
 
+    /// `known: None` takes any key: a table whose keys are data (the PSK
+    /// file's identities), not settings.
     fn open(
         path: String,
         span: Option<Span>,
         node: &'a Node,
-        known: &[&str],
+        known: Option<&[&str]>,
         r: &mut Report,
     ) -> Table<'a> {
         let entries: &'a [Entry] = match &node.value {
@@ -343,6 +345,7 @@ impl<'a> Table<'a> {
             entries,
         };
         for entry in entries {
+            let Some(known) = known else { break };
             if !known.contains(&entry.key.as_str()) {
                 let message = match closest(&entry.key, known) {
                     Some(meant) => format!("unknown key; did you mean \"{meant}\"?"),
@@ -486,6 +489,20 @@ impl<'a> Table<'a> {
 
     /// A sub-table (`[name]`); an empty one when it is absent or not a table.
     pub fn table(&self, name: &str, known: &[&str], r: &mut Report) -> Table<'a> {
+        self.sub_table(name, Some(known), r)
+    }
+
+    /// A sub-table whose keys are data, not settings: any key is taken.
+    pub fn map(&self, name: &str, r: &mut Report) -> Table<'a> {
+        self.sub_table(name, None, r)
+    }
+
+    /// This table's keys, in document order.
+    pub fn names(&self) -> impl Iterator<Item = &'a str> {
+        self.entries.iter().map(|e| e.key.as_str())
+    }
+
+    fn sub_table(&self, name: &str, known: Option<&[&str]>, r: &mut Report) -> Table<'a> {
         let path = self.key(name);
         let Some(entry) = self.entry(name) else {
             return Table::empty(path, self.span.clone());
@@ -523,7 +540,7 @@ impl<'a> Table<'a> {
             let path = format!("{}[{}]", list.key, i + 1);
             let span = item.span.clone().or_else(|| list.span.clone());
             match &item.value {
-                Value::Table(_) => tables.push(Table::open(path, span, item, known, r)),
+                Value::Table(_) => tables.push(Table::open(path, span, item, Some(known), r)),
                 other => r.add(
                     span.as_ref(),
                     path,

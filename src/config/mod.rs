@@ -22,6 +22,8 @@
 //! (`document.rs`), then read section by section (`sections.rs`, `routes.rs`).
 
 mod document;
+mod dtls;
+pub mod psk;
 mod routes;
 mod sections;
 #[cfg(test)]
@@ -43,6 +45,7 @@ const MAX_PASSWORD_BYTES: usize = 65_535;
 pub struct Config {
     pub gateway: GatewayConfig,
     pub coap: CoapConfig,
+    pub dtls: DtlsConfig,
     pub mqtt: MqttConfig,
     pub store: StoreConfig,
     pub log: LogConfig,
@@ -72,6 +75,127 @@ pub struct CoapConfig {
     pub block_lifetime_s: u64,
     /// Max-Age sent with 5.03 when the queue is full.
     pub full_retry_after_s: u32,
+}
+
+/// CoAP over DTLS 1.2. Off (no listeners) unless credentials are given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DtlsConfig {
+    /// Empty when DTLS is off.
+    pub listen: Vec<SocketAddr>,
+    /// The `[psk]` identity -> key file; read when the daemon starts and on
+    /// SIGHUP, never by [`Config::load`].
+    pub psk_file: Option<PathBuf>,
+    pub certificate: Option<CertificateFiles>,
+    /// Offered in this order of preference (the client's order decides).
+    pub cipher_suites: Vec<CipherSuite>,
+    pub handshake_timeout_s: u64,
+    /// A session silent this long is closed.
+    pub idle_timeout_s: u64,
+    /// Peers per listener, established or handshaking.
+    pub max_sessions: usize,
+    /// Handshakes under way per listener; a bound of its own, since a
+    /// ClientHello costs one datagram to send and ~40 KB to hold.
+    pub max_handshakes: usize,
+    /// New peers admitted per second per listener (and as many at once).
+    pub new_peers_per_s: u32,
+}
+
+impl DtlsConfig {
+    pub fn enabled(&self) -> bool {
+        !self.listen.is_empty()
+    }
+
+    /// The PSK suites to offer, in order; empty when PSK is off.
+    pub fn psk_suites(&self) -> Vec<CipherSuite> {
+        match self.psk_file {
+            Some(_) => self
+                .cipher_suites
+                .iter()
+                .copied()
+                .filter(|s| s.is_psk())
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The certificate suites to offer, in order; empty when certificates are off.
+    pub fn certificate_suites(&self) -> Vec<CipherSuite> {
+        match self.certificate {
+            Some(_) => self
+                .cipher_suites
+                .iter()
+                .copied()
+                .filter(|s| !s.is_psk())
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Certificate mode: the server's certificate chain and ECDSA P-256 key
+/// (PEM), and the CA that devices' certificates must chain to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+/// The DTLS cipher suites the gateway can speak. Never a CBC suite: in
+/// webrtc-dtls 0.12 one spoofed record panics a CBC session's reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CipherSuite {
+    PskAes128Ccm8,
+    PskAes128Ccm,
+    PskAes128GcmSha256,
+    EcdheEcdsaAes128Ccm8,
+    EcdheEcdsaAes128GcmSha256,
+}
+
+impl CipherSuite {
+    /// The default list, in order of preference.
+    pub const ALL: [CipherSuite; 5] = [
+        CipherSuite::PskAes128Ccm8,
+        CipherSuite::PskAes128Ccm,
+        CipherSuite::PskAes128GcmSha256,
+        CipherSuite::EcdheEcdsaAes128Ccm8,
+        CipherSuite::EcdheEcdsaAes128GcmSha256,
+    ];
+
+    /// The IANA name, as written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            CipherSuite::PskAes128Ccm8 => "TLS_PSK_WITH_AES_128_CCM_8",
+            CipherSuite::PskAes128Ccm => "TLS_PSK_WITH_AES_128_CCM",
+            CipherSuite::PskAes128GcmSha256 => "TLS_PSK_WITH_AES_128_GCM_SHA256",
+            CipherSuite::EcdheEcdsaAes128Ccm8 => "TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8",
+            CipherSuite::EcdheEcdsaAes128GcmSha256 => "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        }
+    }
+
+    /// The IANA code point, as in a ClientHello.
+    pub fn code(self) -> u16 {
+        match self {
+            CipherSuite::PskAes128Ccm8 => 0xc0a8,
+            CipherSuite::PskAes128Ccm => 0xc0a4,
+            CipherSuite::PskAes128GcmSha256 => 0x00a8,
+            CipherSuite::EcdheEcdsaAes128Ccm8 => 0xc0ae,
+            CipherSuite::EcdheEcdsaAes128GcmSha256 => 0xc02b,
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<CipherSuite> {
+        CipherSuite::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    pub fn is_psk(self) -> bool {
+        matches!(
+            self,
+            CipherSuite::PskAes128Ccm8
+                | CipherSuite::PskAes128Ccm
+                | CipherSuite::PskAes128GcmSha256
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

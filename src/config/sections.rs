@@ -7,12 +7,13 @@
 
 use super::document::{Node, Report, Table};
 use super::{
-    routes, CoapConfig, Config, Endpoint, GatewayConfig, LogConfig, MqttConfig, OnFull, StoreConfig,
+    dtls, routes, CoapConfig, Config, Endpoint, GatewayConfig, LogConfig, MqttConfig, OnFull,
+    StoreConfig,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-const ROOT_KEYS: &[&str] = &["gateway", "coap", "mqtt", "store", "log", "route"];
+const ROOT_KEYS: &[&str] = &["gateway", "coap", "dtls", "mqtt", "store", "log", "route"];
 const GATEWAY_KEYS: &[&str] = &["id"];
 const COAP_KEYS: &[&str] = &[
     "listen",
@@ -63,6 +64,7 @@ pub(super) fn read(root: &Node, r: &mut Report, source: PathBuf) -> Config {
     let gateway = gateway(&doc.table("gateway", GATEWAY_KEYS, r), r);
     let coap_table = doc.table("coap", COAP_KEYS, r);
     let coap = coap(&coap_table, r);
+    let dtls = dtls::read(&doc.table("dtls", dtls::DTLS_KEYS, r), r);
     let mqtt_table = doc.table("mqtt", MQTT_KEYS, r);
     let mqtt = mqtt(&mqtt_table, &gateway.id, r);
     let store_table = doc.table("store", STORE_KEYS, r);
@@ -101,6 +103,7 @@ pub(super) fn read(root: &Node, r: &mut Report, source: PathBuf) -> Config {
     Config {
         gateway,
         coap,
+        dtls,
         mqtt,
         store,
         log,
@@ -110,7 +113,7 @@ pub(super) fn read(root: &Node, r: &mut Report, source: PathBuf) -> Config {
 }
 
 /// A number of any unsigned type, `default` when absent or invalid.
-fn number<T: TryFrom<i64>>(
+pub(super) fn number<T: TryFrom<i64>>(
     t: &Table,
     name: &str,
     default: T,
@@ -130,7 +133,7 @@ fn number<T: TryFrom<i64>>(
 }
 
 /// A path; empty is a problem.
-fn path(t: &Table, name: &str, r: &mut Report) -> Option<PathBuf> {
+pub(super) fn path(t: &Table, name: &str, r: &mut Report) -> Option<PathBuf> {
     let got = t.str(name, r)?;
     if got.value.is_empty() {
         r.at(&got, "is empty; remove the key or give a path");
@@ -188,30 +191,36 @@ fn check_gateway_id(id: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-fn coap(t: &Table, r: &mut Report) -> CoapConfig {
-    let listen = match t.strings("listen", r) {
-        None => vec![SocketAddr::from(([0, 0, 0, 0], 5683))],
-        Some(list) => {
-            let mut addrs: Vec<SocketAddr> = Vec::with_capacity(list.value.len());
-            for item in &list.value {
-                match item.value.parse::<SocketAddr>() {
-                    Ok(addr) if addrs.contains(&addr) => {
-                        r.at(item, format!("{addr} is listed twice"))
-                    }
-                    Ok(addr) => addrs.push(addr),
-                    Err(_) => r.at(
-                        item,
-                        format!(
-                            "{:?} is not an IP address and port, like \"127.0.0.1:5683\" or \
-                             \"[::]:5683\" (host names are not resolved)",
-                            item.value
-                        ),
-                    ),
-                }
-            }
-            addrs
-        }
+/// A list of socket addresses, each at most once; `default` when absent.
+pub(super) fn addresses(
+    t: &Table,
+    name: &str,
+    default: Vec<SocketAddr>,
+    r: &mut Report,
+) -> Vec<SocketAddr> {
+    let Some(list) = t.strings(name, r) else {
+        return default;
     };
+    let mut addrs: Vec<SocketAddr> = Vec::with_capacity(list.value.len());
+    for item in &list.value {
+        match item.value.parse::<SocketAddr>() {
+            Ok(addr) if addrs.contains(&addr) => r.at(item, format!("{addr} is listed twice")),
+            Ok(addr) => addrs.push(addr),
+            Err(_) => r.at(
+                item,
+                format!(
+                    "{:?} is not an IP address and port, like \"127.0.0.1:5683\" or \
+                     \"[::]:5683\" (host names are not resolved)",
+                    item.value
+                ),
+            ),
+        }
+    }
+    addrs
+}
+
+fn coap(t: &Table, r: &mut Report) -> CoapConfig {
+    let listen = addresses(t, "listen", vec![SocketAddr::from(([0, 0, 0, 0], 5683))], r);
     CoapConfig {
         listen,
         max_payload: number(t, "max_payload", 65_536, 1..=MAX_MQTT_PACKET, r),

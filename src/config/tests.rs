@@ -857,3 +857,65 @@ fn router_tries_routes_in_file_order() {
         Err(Refusal::NotFound)
     );
 }
+
+// [dtls]
+
+#[test]
+fn dtls_is_off_without_credentials() {
+    let c = valid(&with(&[]));
+    assert!(!c.dtls.enabled());
+    assert!(c.dtls.listen.is_empty());
+}
+
+#[test]
+fn a_psk_file_turns_dtls_on_on_every_interface_with_all_suites() {
+    let c = valid(&with(&["[dtls]", "psk_file = \"psk.toml\""]));
+    assert!(c.dtls.enabled());
+    assert_eq!(c.dtls.listen, vec!["0.0.0.0:5684".parse().expect("addr")]);
+    assert_eq!(c.dtls.psk_suites().len(), 3);
+    assert!(c.dtls.certificate_suites().is_empty());
+    assert_eq!(c.dtls.handshake_timeout_s, 10);
+}
+
+#[test]
+fn dtls_listen_without_credentials_is_an_error() {
+    assert_eq!(
+        problem(&with(&["[dtls]", "listen = [\"0.0.0.0:5684\"]"])),
+        "c.toml:9: dtls.listen: needs dtls.psk_file or dtls.certificate: a DTLS listener must \
+         have credentials to authenticate devices"
+    );
+}
+
+#[test]
+fn a_certificate_needs_its_key_and_the_client_ca() {
+    let p = problem(&with(&["[dtls]", "certificate = \"c.pem\""]));
+    assert!(
+        p.starts_with("c.toml:9: dtls.certificate: needs dtls.private_key and dtls.client_ca too"),
+        "{p}"
+    );
+}
+
+#[test]
+fn cipher_suites_are_checked_by_name_and_against_the_credentials() {
+    let c = valid(&with(&[
+        "[dtls]",
+        "psk_file = \"p\"",
+        "cipher_suites = [\"TLS_PSK_WITH_AES_128_CCM_8\"]",
+    ]));
+    assert_eq!(c.dtls.psk_suites(), vec![CipherSuite::PskAes128Ccm8]);
+    let p = problem(&with(&[
+        "[dtls]",
+        "psk_file = \"p\"",
+        "cipher_suites = [\"TLS_PSK_WITH_AES_128_CBC_SHA256\"]",
+    ]));
+    assert!(
+        p.starts_with("c.toml:10: dtls.cipher_suites: unknown cipher suite"),
+        "{p}"
+    );
+    let p = problem(&with(&[
+        "[dtls]",
+        "psk_file = \"p\"",
+        "cipher_suites = [\"TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8\"]",
+    ]));
+    assert!(p.contains("has no TLS_PSK_* suite"), "{p}");
+}

@@ -1,0 +1,136 @@
+//! One listener's CoAP server: datagrams from a [`Link`] through the
+//! sans-IO [`Exchange`] to the store, and answers back after the commit.
+//!
+//! The task is a thin shell around the exchange: datagrams in, decisions
+//! out. A message to keep goes to the store's committer with a ticket; the
+//! device is answered only when the committer hands the ticket back with the
+//! outcome of the flush. One task owns the exchange, so its tables need no
+//! locks. The same loop serves plain UDP and DTLS; over DTLS the peer
+//! carries the device's identity, which routes and deduplication use.
+//!
+//! Backpressure: when the committer's channel is full this task waits and
+//! stops reading its link; the kernel's receive buffer (then the devices'
+//! retransmissions) absorb the burst. Nothing is answered that is not stored.
+
+use super::Link;
+use crate::coap::exchange::{Exchange, Peer, Step, StoreOutcome, Ticket};
+use crate::logging::RateLimited;
+use crate::route::Router;
+use crate::store::{now_ms, AppendOutcome, Command, StoreHandle};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Largest UDP payload; a larger read would be truncated.
+pub const MAX_DATAGRAM: usize = 65_535;
+
+pub struct Server<L> {
+    pub link: L,
+    pub exchange: Exchange,
+    pub routes: watch::Receiver<Arc<Router>>,
+    pub store: StoreHandle<Ticket>,
+}
+
+impl<L: Link> Server<L> {
+    /// Serves until `shutdown`; then stops reading, answers every message
+    /// already handed to the store, and returns.
+    pub async fn serve(mut self, mut shutdown: watch::Receiver<bool>) {
+        let (committed_tx, mut committed) = mpsc::unbounded_channel::<(Ticket, AppendOutcome)>();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut awaiting_store = 0usize;
+        let mut stopping = false;
+        let mut quiet = RateLimited::new(Duration::from_secs(10));
+        loop {
+            if stopping && awaiting_store == 0 {
+                log::debug!("coap {}: stopped", self.link.name());
+                return;
+            }
+            tokio::select! {
+                biased;
+                Some((ticket, outcome)) = committed.recv() => {
+                    awaiting_store -= 1;
+                    let peer = ticket.peer().clone();
+                    if let Some(reply) = self.exchange.on_stored(ticket, store_outcome(outcome), Instant::now()) {
+                        self.send(&reply, &peer, &mut quiet).await;
+                    }
+                }
+                _ = shutdown.changed(), if !stopping => {
+                    stopping = true;
+                }
+                received = self.link.recv(&mut buf), if !stopping => {
+                    let (len, peer) = match received {
+                        Ok(x) => x,
+                        Err(e) => {
+                            // ICMP errors from earlier sends surface here on
+                            // some systems; they concern one peer, not us.
+                            if quiet.admit("recv", Instant::now()).is_some() {
+                                log::warn!("coap {}: receive error: {e}", self.link.name());
+                            }
+                            continue;
+                        }
+                    };
+                    let routes = self.routes.borrow().clone();
+                    match self.exchange.on_datagram(&peer, &buf[..len], &routes, Instant::now()) {
+                        Step::Reply(bytes) => self.send(&bytes, &peer, &mut quiet).await,
+                        Step::Store { ticket, message } => {
+                            let command = Command::Append {
+                                message,
+                                received_ms: now_ms(),
+                                receipt: ticket,
+                                reply: committed_tx.clone(),
+                            };
+                            if self.store.send(command).await.is_err() {
+                                log::error!("coap {}: the store has stopped; not taking requests", self.link.name());
+                                stopping = true;
+                                continue;
+                            }
+                            awaiting_store += 1;
+                        }
+                        Step::Ignore(why) => {
+                            if let Some(held) = quiet.admit("ignored", Instant::now()) {
+                                log::info!(
+                                    "coap {}: ignored a datagram from {}: {why:?} ({held} more ignored since the last such line)",
+                                    self.link.name(),
+                                    Device(&peer)
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&self, bytes: &[u8], peer: &Peer, quiet: &mut RateLimited) {
+        if let Err(e) = self.link.send(bytes, peer).await {
+            if quiet.admit("send", Instant::now()).is_some() {
+                log::warn!(
+                    "coap {}: cannot answer {}: {e}",
+                    self.link.name(),
+                    Device(peer)
+                );
+            }
+        }
+    }
+}
+
+/// A peer as the logs show it: `10.0.0.7:5684 (sensor-01)`.
+pub struct Device<'a>(pub &'a Peer);
+
+impl std::fmt::Display for Device<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0.identity {
+            Some(identity) => write!(f, "{} ({identity})", self.0.addr),
+            None => write!(f, "{}", self.0.addr),
+        }
+    }
+}
+
+fn store_outcome(outcome: AppendOutcome) -> StoreOutcome {
+    match outcome {
+        AppendOutcome::Stored => StoreOutcome::Stored,
+        // Both mean "not now, ask again later": 5.03 with Max-Age.
+        AppendOutcome::Full | AppendOutcome::Unavailable => StoreOutcome::Full,
+        AppendOutcome::Failed => StoreOutcome::Failed,
+    }
+}
