@@ -44,6 +44,14 @@ const INBOUND: usize = 1024;
 /// Asked of the kernel for each socket: room for bursts of handshakes.
 const RECEIVE_BUFFER: usize = 4 << 20;
 
+/// Whether the demultiplexer lets a datagram from the network reach
+/// webrtc-dtls's parsers. Public for the `dtls_records` fuzz target, which
+/// checks that whatever passes cannot panic them.
+#[doc(hidden)]
+pub fn passes_prefilter(datagram: &[u8]) -> bool {
+    prefilter::inspect(datagram).is_some()
+}
+
 /// DTLS as configured: credentials and limits shared by every listener,
 /// and the PSK keys, which SIGHUP reloads.
 pub struct Dtls {

@@ -1,13 +1,17 @@
 //! A look at each datagram before webrtc-dtls sees it.
 //!
-//! Two parser panics in webrtc-dtls 0.12 are reachable with one
+//! Three parser panics in webrtc-dtls 0.12 are reachable with one
 //! unauthenticated datagram: a ClientHello whose extension header is
-//! truncated (handshake_message_client_hello.rs) and a ClientKeyExchange of
-//! zero or one byte (handshake_message_client_key_exchange.rs). So only
-//! well-framed datagrams pass: whole records, and in plaintext (epoch 0)
-//! handshake records only unfragmented messages, a ClientHello whose every
-//! vector fits, a ClientKeyExchange of at least two bytes. Encrypted records
-//! are the library's business.
+//! truncated (handshake_message_client_hello.rs), a ClientKeyExchange of
+//! zero or one byte (handshake_message_client_key_exchange.rs), and a
+//! malformed ServerHello (handshake_message_server_hello.rs:137; found by
+//! the `dtls_records` fuzz target): the library parses every handshake
+//! message by its type byte, whoever sent it. So only well-framed datagrams
+//! pass: whole records, and in plaintext (epoch 0) handshake records only
+//! unfragmented messages of the kinds a client sends (ClientHello,
+//! Certificate, CertificateVerify, ClientKeyExchange), a ClientHello whose
+//! every vector fits, a ClientKeyExchange of at least two bytes. Encrypted
+//! records are the library's business.
 //!
 //! The same walk tells the demultiplexer what it needs of a ClientHello:
 //! whether it carries a cookie (the peer answered a HelloVerifyRequest, so
@@ -17,6 +21,8 @@ const RECORD_HEADER: usize = 13;
 const HANDSHAKE_HEADER: usize = 12;
 const CONTENT_HANDSHAKE: u8 = 22;
 const CLIENT_HELLO: u8 = 1;
+const CERTIFICATE: u8 = 11;
+const CERTIFICATE_VERIFY: u8 = 15;
 const CLIENT_KEY_EXCHANGE: u8 = 16;
 
 /// What a datagram that may pass is.
@@ -88,7 +94,9 @@ fn handshake_record(mut r: &[u8]) -> Option<Option<ClientHello<'_>>> {
                 }
             }
             CLIENT_KEY_EXCHANGE if body.len() < 2 => return None,
-            _ => {}
+            CLIENT_KEY_EXCHANGE | CERTIFICATE | CERTIFICATE_VERIFY => {}
+            // Server messages (and unknown kinds) never come from a client.
+            _ => return None,
         }
         first = false;
         r = &r[HANDSHAKE_HEADER + length..];
@@ -100,7 +108,13 @@ fn handshake_record(mut r: &[u8]) -> Option<Option<ClientHello<'_>>> {
 /// [extensions<2>, each type(2) length(2) data]
 fn client_hello(b: &[u8]) -> Option<ClientHello<'_>> {
     let mut p = 34;
-    let _session_id = vec8(b, &mut p)?;
+    // webrtc-dtls 0.12 reads the session id's length but not its bytes, so
+    // for a non-empty one its parse (unlike ours) runs off into the rest and
+    // reaches an unchecked index (handshake_message_client_hello.rs:181).
+    // Its server never resumes sessions, so a new handshake has none.
+    if !vec8(b, &mut p)?.is_empty() {
+        return None;
+    }
     let cookie = vec8(b, &mut p)?;
     let suites = vec16(b, &mut p)?;
     let _compression = vec8(b, &mut p)?;
@@ -230,6 +244,22 @@ mod tests {
         let mut fragmented = d.clone();
         fragmented[RECORD_HEADER + 8] = 1; // fragment offset
         assert_eq!(inspect(&fragmented), None);
+    }
+
+    #[test]
+    fn server_handshake_messages_from_a_client_are_dropped() {
+        // Found by the dtls_records fuzz target: a ServerHello-typed message
+        // panics webrtc-dtls 0.12's parser (handshake_message_server_hello.rs:137).
+        let crash = include_bytes!("regressions/server-hello-from-a-client.bin");
+        assert_eq!(inspect(crash), None);
+    }
+
+    #[test]
+    fn a_client_hello_with_a_session_id_is_dropped() {
+        // Found by the dtls_records fuzz target: the library skips only the
+        // session id's length byte and then panics in the extension loop.
+        let crash = include_bytes!("regressions/client-hello-with-session-id.bin");
+        assert_eq!(inspect(crash), None);
     }
 
     #[test]
