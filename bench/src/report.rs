@@ -283,6 +283,13 @@ fn section(r: &Results) -> String {
         r.settings.commit_max_batch,
         r.total_seconds
     );
+    if !r.settings.daemon_env.is_empty() {
+        let _ = writeln!(
+            s,
+            "Daemon environment: `{}`.\n",
+            r.settings.daemon_env.join(" ")
+        );
+    }
     let _ = writeln!(
         s,
         "Machine: {} cores, {}, {:.1} GiB, {}; {}; {}; 1-minute load average at start {:.2}.\n",

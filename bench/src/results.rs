@@ -39,6 +39,8 @@ pub struct Settings {
     pub latency_duration_s: f64,
     pub drain_messages: u64,
     pub queued_messages: u64,
+    /// Extra environment the daemon ran with (--daemon-env).
+    pub daemon_env: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -65,6 +65,10 @@ struct Cli {
     /// Skip the drain and queued phases (throughput and latency only).
     #[arg(long)]
     skip_queue_phases: bool,
+    /// Extra environment for the daemon, KEY=VALUE (repeatable), for
+    /// experiments such as MALLOC_ARENA_MAX=2; recorded in the results.
+    #[arg(long = "daemon-env")]
+    daemon_env: Vec<String>,
 }
 
 struct Ctx {
@@ -96,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         latency_duration_s: cli.duration.map_or(lat_dur, |d| d * 1.5),
         drain_messages: cli.drain_messages.unwrap_or(drain),
         queued_messages: cli.queued_messages.unwrap_or(queued),
+        daemon_env: cli.daemon_env.clone(),
     };
     let exe_dir = std::env::current_exe()?
         .parent()
@@ -179,15 +184,29 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
 
     say("ceiling: bare rumqttc QoS 1 publisher into mosquitto");
     for r in 0..s.repeats {
-        let run = ctx.rt.block_on(ceiling::bare_publisher(
-            broker.port,
-            &sub,
-            &format!("m{r}"),
-            64,
-            s.payload_bytes,
-            s.inflight,
-            Duration::from_secs_f64(s.duration_s),
-        ))?;
+        // On a runtime of its own shaped like the daemon's (two workers),
+        // as the daemon's uplink is in a process of its own: sharing the
+        // subscriber's runtime would lower the ceiling.
+        let run = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()?
+                        .block_on(ceiling::bare_publisher(
+                            broker.port,
+                            &sub,
+                            &format!("m{r}"),
+                            64,
+                            s.payload_bytes,
+                            s.inflight,
+                            Duration::from_secs_f64(s.duration_s),
+                        ))
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("the bare publisher panicked"))?
+        })?;
         say(&format!("  {:.0} msg/s", run.rate_per_s));
         results.ceilings.mqtt_runs.push(run);
     }
@@ -241,6 +260,7 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
             inflight: s.inflight,
             commit_max_batch: s.commit_max_batch,
             store_path: ctx.work.join("daemon-main/queue"),
+            env: ctx.env(),
         },
     )?;
     results.memory.ready_empty_s = daemon.ready_after.as_secs_f64();
@@ -390,6 +410,7 @@ fn drain_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Drain> {
             inflight: s.inflight,
             commit_max_batch: s.commit_max_batch,
             store_path: store.clone(),
+            env: ctx.env(),
         },
     )?;
     let sampler = RssSampler::start(daemon.pid().context("pid")?);
@@ -473,6 +494,7 @@ fn queued_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Queued> {
             inflight: s.inflight,
             commit_max_batch: s.commit_max_batch,
             store_path: store.clone(),
+            env: ctx.env(),
         },
     )?;
     let pid = daemon.pid().context("pid")?;
@@ -538,6 +560,15 @@ fn stopped_depth(log: &Path) -> Option<u64> {
 }
 
 impl Ctx {
+    fn env(&self) -> Vec<(String, String)> {
+        self.cli
+            .daemon_env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
     /// Runs coap-load with `args` and returns its report.
     fn load(&self, args: &[(&str, String)]) -> anyhow::Result<LoadReport> {
         let mut cmd = Command::new(&self.load_bin);

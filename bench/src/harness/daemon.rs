@@ -19,6 +19,8 @@ pub struct DaemonConfig {
     pub inflight: u16,
     pub commit_max_batch: usize,
     pub store_path: PathBuf,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
 }
 
 impl DaemonConfig {
@@ -87,6 +89,7 @@ impl Daemon {
             .arg("--config")
             .arg(self.dir.join("coap2mqtt.toml"))
             .env_remove("RUST_LOG")
+            .envs(self.config.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
