@@ -1,0 +1,613 @@
+//! `bench`: the benchmark driver (run it through scripts/bench).
+//!
+//! One run on this machine: its own mosquitto, the release daemon, a QoS 1
+//! subscriber that counts and checks, the ceilings, then every figure of
+//! issue 5 that can be measured today. Writes target/bench/results.json and
+//! the generated section of docs/BENCHMARKS.md with its plots.
+
+use anyhow::Context;
+use clap::Parser;
+use coap2mqtt_bench::harness::broker::Broker;
+use coap2mqtt_bench::harness::ceiling::{self, Echo};
+use coap2mqtt_bench::harness::daemon::{disk_usage, rss_bytes, Daemon, DaemonConfig, RssSampler};
+use coap2mqtt_bench::harness::machine::{udp_rcvbuf_errors, Machine};
+use coap2mqtt_bench::harness::subscriber::Subscriber;
+use coap2mqtt_bench::harness::{free_tcp_port, free_udp_port};
+use coap2mqtt_bench::load::{unix_us, LoadReport};
+use coap2mqtt_bench::report;
+use coap2mqtt_bench::results::*;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+
+#[derive(Parser)]
+#[command(
+    name = "bench",
+    about = "coap2mqtt benchmark driver (see docs/BENCHMARKS.md)"
+)]
+struct Cli {
+    /// Smoke test: short runs, one repeat, small queues (~1-2 minutes).
+    /// Its figures are noisy and only show that the instrument works.
+    #[arg(long)]
+    quick: bool,
+    /// The repository root (docs/ and target/ are found from here).
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+    /// The daemon binary (default: <root>/target/release/coap2mqtt).
+    #[arg(long)]
+    daemon: Option<PathBuf>,
+    /// Do not touch docs/ (results.json is still written).
+    #[arg(long)]
+    no_docs: bool,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// mqtt.inflight of the daemon, and the bare publisher's window.
+    #[arg(long, default_value_t = 64)]
+    inflight: u16,
+    /// store.commit_max_batch of the daemon.
+    #[arg(long, default_value_t = 1024)]
+    commit_max_batch: usize,
+    /// Override: seconds per throughput point.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Override: repeats per point (medians are quoted).
+    #[arg(long)]
+    repeats: Option<usize>,
+    /// Override: messages queued for the drain phase.
+    #[arg(long)]
+    drain_messages: Option<u64>,
+    /// Override: messages queued for the RSS / start-up phase.
+    #[arg(long)]
+    queued_messages: Option<u64>,
+    /// Skip the drain and queued phases (throughput and latency only).
+    #[arg(long)]
+    skip_queue_phases: bool,
+    /// Extra environment for the daemon, KEY=VALUE (repeatable), for
+    /// experiments such as MALLOC_ARENA_MAX=2; recorded in the results.
+    #[arg(long = "daemon-env")]
+    daemon_env: Vec<String>,
+}
+
+struct Ctx {
+    cli: Cli,
+    settings: Settings,
+    work: PathBuf,
+    load_bin: PathBuf,
+    daemon_bin: PathBuf,
+    rt: Runtime,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let started = Instant::now();
+    let root = cli.root.canonicalize().context("--root")?;
+    let (duration, repeats, drain, queued, lat_dur) = if cli.quick {
+        (2.0, 1, 30_000, 60_000, 3.0)
+    } else {
+        (10.0, 3, 500_000, 1_000_000, 15.0)
+    };
+    let settings = Settings {
+        duration_s: cli.duration.unwrap_or(duration),
+        repeats: cli.repeats.unwrap_or(repeats).max(1),
+        concurrencies: vec![1, 16, 64, 256],
+        payload_bytes: cli.payload.max(8),
+        inflight: cli.inflight,
+        commit_max_batch: cli.commit_max_batch,
+        latency_devices: 256,
+        latency_duration_s: cli.duration.map_or(lat_dur, |d| d * 1.5),
+        drain_messages: cli.drain_messages.unwrap_or(drain),
+        queued_messages: cli.queued_messages.unwrap_or(queued),
+        daemon_env: cli.daemon_env.clone(),
+    };
+    let exe_dir = std::env::current_exe()?
+        .parent()
+        .context("executable directory")?
+        .to_path_buf();
+    let load_bin = exe_dir.join("coap-load");
+    let daemon_bin = cli
+        .daemon
+        .clone()
+        .unwrap_or_else(|| root.join("target/release/coap2mqtt"));
+    anyhow::ensure!(
+        daemon_bin.exists(),
+        "{} not found: run `cargo build --release` first (scripts/bench does)",
+        daemon_bin.display()
+    );
+    anyhow::ensure!(load_bin.exists(), "{} not found", load_bin.display());
+    // Temp dirs under target/ so the store is on the same disk as the repo.
+    let work = root.join(format!("target/bench/work-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let ctx = Ctx {
+        cli,
+        settings,
+        work: work.clone(),
+        load_bin,
+        daemon_bin,
+        rt,
+    };
+
+    let mut results = Results {
+        mode: if ctx.cli.quick { "quick" } else { "full" }.into(),
+        started_unix_s: unix_us() / 1_000_000,
+        machine: Machine::read(),
+        settings: ctx.settings.clone(),
+        not_measured: vec![
+            ("DTLS-PSK end to end".into(), "the daemon's DTLS transport has not landed; the load generator's DTLS link is a stub (bench/src/link.rs)".into()),
+            ("PSK handshakes per second".into(), "needs the DTLS transport".into()),
+            ("RSS with 1,000 / 10,000 idle DTLS sessions".into(), "needs the DTLS transport".into()),
+        ],
+        ..Results::default()
+    };
+    let outcome = run_all(&ctx, &mut results);
+    results.total_seconds = started.elapsed().as_secs_f64();
+    let out_dir = root.join("target/bench");
+    std::fs::write(
+        out_dir.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    eprintln!("bench: wrote {}", out_dir.join("results.json").display());
+    if let Err(e) = &outcome {
+        eprintln!("bench: stopped early: {e:#}");
+    }
+    if !ctx.cli.no_docs {
+        report::write_docs(&root, &results)?;
+        eprintln!("bench: updated docs/BENCHMARKS.md and docs/bench/*.svg");
+    }
+    print!("{}", report::summary_table(&results));
+    if outcome.is_ok() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    outcome
+}
+
+fn say(what: &str) {
+    eprintln!("bench: {what}");
+}
+
+fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
+    let s = ctx.settings.clone();
+    // --- ceilings and the main daemon ------------------------------------
+    let broker = Broker::start(free_tcp_port()?, &ctx.work.join("broker"), false)?;
+    let sub = ctx.rt.block_on(Subscriber::start(
+        broker.port,
+        "bench-sub",
+        &["bench/#", "ceiling/#"],
+        false,
+    ))?;
+
+    say("ceiling: bare rumqttc QoS 1 publisher into mosquitto");
+    for r in 0..s.repeats {
+        // On a runtime of its own shaped like the daemon's (two workers),
+        // as the daemon's uplink is in a process of its own: sharing the
+        // subscriber's runtime would lower the ceiling.
+        let run = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .enable_all()
+                        .build()?
+                        .block_on(ceiling::bare_publisher(
+                            broker.port,
+                            &sub,
+                            &format!("m{r}"),
+                            64,
+                            s.payload_bytes,
+                            s.inflight,
+                            Duration::from_secs_f64(s.duration_s),
+                        ))
+                })
+                .join()
+                .map_err(|_| anyhow::anyhow!("the bare publisher panicked"))?
+        })?;
+        say(&format!("  {:.0} msg/s", run.rate_per_s));
+        results.ceilings.mqtt_runs.push(run);
+    }
+    results.ceilings.mqtt_median = median(
+        &results
+            .ceilings
+            .mqtt_runs
+            .iter()
+            .map(|r| r.rate_per_s)
+            .collect::<Vec<_>>(),
+    );
+
+    say("ceiling: UDP echo round trips");
+    {
+        let echo = Echo::start()?;
+        for &c in &s.concurrencies {
+            let mut runs = Vec::new();
+            let mut lat = Vec::new();
+            for r in 0..s.repeats {
+                let rep = ctx.load(&[
+                    ("--target", echo.addr.to_string()),
+                    ("--devices", c.to_string()),
+                    ("--duration", s.duration_s.to_string()),
+                    ("--path-prefix", format!("echo/c{c}r{r}")),
+                ])?;
+                runs.push(rep.rate_ok_per_s);
+                lat.push(rep);
+            }
+            let m = median(&runs);
+            let latency_us = lat
+                .iter()
+                .find(|r| r.rate_ok_per_s == m)
+                .map(|r| r.latency_us.clone())
+                .unwrap_or_default();
+            say(&format!("  c={c}: {m:.0} round trips/s"));
+            results.ceilings.udp_echo.push(EchoPoint {
+                concurrency: c,
+                runs,
+                median: m,
+                latency_us,
+            });
+        }
+    }
+
+    let mut daemon = Daemon::start(
+        &ctx.daemon_bin,
+        &ctx.work.join("daemon-main"),
+        DaemonConfig {
+            coap_port: free_udp_port()?,
+            mqtt_port: broker.port,
+            inflight: s.inflight,
+            commit_max_batch: s.commit_max_batch,
+            store_path: ctx.work.join("daemon-main/queue"),
+            env: ctx.env(),
+        },
+    )?;
+    results.memory.ready_empty_s = daemon.ready_after.as_secs_f64();
+    let pid = daemon.pid().context("daemon pid")?;
+    std::thread::sleep(Duration::from_secs(1));
+    results.memory.rss_idle = rss_bytes(pid).unwrap_or(0);
+    say(&format!(
+        "daemon ready in {:.3} s; idle RSS {:.1} MB",
+        results.memory.ready_empty_s,
+        results.memory.rss_idle as f64 / 1e6
+    ));
+    let sampler = RssSampler::start(pid);
+
+    // --- end-to-end throughput --------------------------------------------
+    for kind in ["CON", "NON"] {
+        for &c in &s.concurrencies {
+            let mut runs = Vec::new();
+            for r in 0..s.repeats {
+                let run_name = format!("{}{c}r{r}", kind.to_lowercase());
+                let drops_before = udp_rcvbuf_errors();
+                let rep = ctx.load(&[
+                    ("--target", daemon.coap_addr().to_string()),
+                    ("--devices", c.to_string()),
+                    ("--type", kind.to_lowercase()),
+                    ("--duration", s.duration_s.to_string()),
+                    ("--payload", s.payload_bytes.to_string()),
+                    ("--path-prefix", format!("bench/{run_name}")),
+                ])?;
+                let mut run = ctx.e2e(&sub, &run_name, rep);
+                run.rcvbuf_errors = udp_rcvbuf_errors().saturating_sub(drops_before);
+                runs.push(run);
+            }
+            let median_e2e = median(&runs.iter().map(|r| r.e2e_rate).collect::<Vec<_>>());
+            let median_coap = median(&runs.iter().map(|r| r.coap_rate).collect::<Vec<_>>());
+            let latency_us = runs
+                .iter()
+                .find(|r| r.e2e_rate == median_e2e)
+                .map(|r| r.load.latency_us.clone())
+                .unwrap_or_default();
+            let first = &runs[0];
+            say(&format!(
+                "{kind} c={c}: e2e {median_e2e:.0}/s, coap {median_coap:.0}/s, p99 {} µs (missing {}, dup {}, reordered {}, retransmissions {}, timeouts {}, NON lost {}, rcvbuf drops {})",
+                latency_us.p99, first.missing, first.duplicates, first.out_of_order, first.load.retransmissions, first.load.timeouts, first.load.non_lost, first.rcvbuf_errors
+            ));
+            results.throughput.push(ThroughputPoint {
+                kind: kind.into(),
+                concurrency: c,
+                runs,
+                median_e2e,
+                median_coap,
+                latency_us,
+            });
+        }
+    }
+    results.memory.rss_full_load = sampler.take_peak();
+
+    // --- latency at fixed offered rates --------------------------------------
+    let max_rate = results
+        .throughput
+        .iter()
+        .filter(|p| p.kind == "CON")
+        .map(|p| p.median_e2e)
+        .fold(0.0, f64::max);
+    results.latency.max_rate = max_rate;
+    for fraction in [0.25, 0.5, 0.9] {
+        let offered = (max_rate * fraction).max(1.0);
+        let mut runs = Vec::new();
+        for r in 0..s.repeats {
+            let run_name = format!("lat{}r{r}", (fraction * 100.0) as u32);
+            let rep = ctx.load(&[
+                ("--target", daemon.coap_addr().to_string()),
+                ("--devices", s.latency_devices.to_string()),
+                ("--rate", format!("{offered:.1}")),
+                ("--duration", s.latency_duration_s.to_string()),
+                ("--payload", s.payload_bytes.to_string()),
+                ("--path-prefix", format!("bench/{run_name}")),
+            ])?;
+            let _ = ctx.e2e(&sub, &run_name, rep.clone());
+            runs.push(rep);
+        }
+        let p = LatencyPoint {
+            fraction,
+            offered,
+            achieved_median: median(&runs.iter().map(|r| r.rate_ok_per_s).collect::<Vec<_>>()),
+            p50_us: median_u64(&runs.iter().map(|r| r.latency_us.p50).collect::<Vec<_>>()),
+            p99_us: median_u64(&runs.iter().map(|r| r.latency_us.p99).collect::<Vec<_>>()),
+            p999_us: median_u64(&runs.iter().map(|r| r.latency_us.p999).collect::<Vec<_>>()),
+            p99_from_schedule_us: median_u64(
+                &runs
+                    .iter()
+                    .map(|r| r.latency_from_schedule_us.p99)
+                    .collect::<Vec<_>>(),
+            ),
+            runs,
+        };
+        say(&format!(
+            "latency at {:.0}% ({offered:.0}/s): p50 {} µs, p99 {} µs, p99.9 {} µs (p99 from schedule {} µs)",
+            fraction * 100.0,
+            p.p50_us,
+            p.p99_us,
+            p.p999_us,
+            p.p99_from_schedule_us
+        ));
+        results.latency.points.push(p);
+    }
+    results.memory.rss_full_load = results.memory.rss_full_load.max(sampler.take_peak());
+    drop(sampler);
+    daemon.stop();
+    results.daemon_warnings.extend(daemon.warnings());
+    drop(daemon);
+    ctx.rt.block_on(sub.disconnect());
+    drop(broker);
+
+    if ctx.cli.skip_queue_phases {
+        return Ok(());
+    }
+    results.drain = Some(drain_phase(ctx, results)?);
+    results.queued = Some(queued_phase(ctx, results)?);
+    Ok(())
+}
+
+/// Queue `drain_messages` with the broker down, then start it and time the
+/// drain at the subscriber.
+fn drain_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Drain> {
+    let s = &ctx.settings;
+    let n = s.drain_messages;
+    let port = free_tcp_port()?;
+    // The subscriber's session must exist before the daemon can publish:
+    // start the broker (with persistence), subscribe persistently, stop it.
+    let mut broker = Broker::start(port, &ctx.work.join("broker-drain"), true)?;
+    let sub = ctx.rt.block_on(Subscriber::start(
+        port,
+        "bench-sub-drain",
+        &["bench/#"],
+        true,
+    ))?;
+    broker.stop();
+
+    let dir = ctx.work.join("daemon-drain");
+    let store = dir.join("queue");
+    let mut daemon = Daemon::start(
+        &ctx.daemon_bin,
+        &dir,
+        DaemonConfig {
+            coap_port: free_udp_port()?,
+            mqtt_port: port,
+            inflight: s.inflight,
+            commit_max_batch: s.commit_max_batch,
+            store_path: store.clone(),
+            env: ctx.env(),
+        },
+    )?;
+    let sampler = RssSampler::start(daemon.pid().context("pid")?);
+    say(&format!(
+        "drain: queueing {n} messages with the broker down"
+    ));
+    let fill = ctx.load(&[
+        ("--target", daemon.coap_addr().to_string()),
+        ("--devices", "64".into()),
+        ("--count", n.to_string()),
+        ("--duration", "3600".into()),
+        ("--payload", s.payload_bytes.to_string()),
+        ("--path-prefix", "bench/drain".into()),
+    ])?;
+    say(&format!(
+        "  queued {} at {:.0}/s",
+        fill.ok, fill.rate_ok_per_s
+    ));
+    let (disk_full, _) = disk_usage(&store);
+    sampler.take_peak();
+    broker.restart()?;
+    let broker_up = unix_us();
+    let got = ctx.rt.block_on(sub.wait_for(
+        "bench/drain",
+        fill.ok,
+        Duration::from_secs(10),
+        Duration::from_secs(1800),
+    ));
+    let rss_peak_drain = sampler.take_peak();
+    std::thread::sleep(Duration::from_secs(2));
+    let (disk_after, _) = disk_usage(&store);
+    drop(sampler);
+    daemon.stop();
+    let depth_at_stop = stopped_depth(&dir.join("daemon.log"));
+    let (disk_stop, _) = disk_usage(&store);
+    results.daemon_warnings.extend(daemon.warnings());
+    ctx.rt.block_on(sub.disconnect());
+    drop(broker);
+    let drain_seconds = got.last_unix_us.saturating_sub(got.first_unix_us) as f64 / 1e6;
+    let d = Drain {
+        messages: n,
+        fill_rate: fill.rate_ok_per_s,
+        delivered: got.distinct,
+        duplicates: got.duplicates,
+        out_of_order: got.out_of_order,
+        drain_seconds,
+        drain_rate: if drain_seconds > 0.0 {
+            got.distinct as f64 / drain_seconds
+        } else {
+            0.0
+        },
+        time_to_empty_s: got.last_unix_us.saturating_sub(broker_up) as f64 / 1e6,
+        disk_full_bytes: disk_full,
+        disk_after_drain_bytes: disk_after,
+        disk_after_stop_bytes: disk_stop,
+        shrank: disk_stop < disk_full,
+        depth_at_stop,
+        rss_peak_drain,
+        fill,
+    };
+    say(&format!(
+        "  drained {} of {} in {:.2} s ({:.0}/s); empty {:.2} s after the broker came up; disk {} -> {} bytes",
+        d.delivered, d.fill.ok, d.drain_seconds, d.drain_rate, d.time_to_empty_s, disk_full, disk_stop
+    ));
+    Ok(d)
+}
+
+/// Queue `queued_messages` with no broker, read RSS and disk, restart and
+/// time start to ready.
+fn queued_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Queued> {
+    let s = &ctx.settings;
+    let n = s.queued_messages;
+    let dir = ctx.work.join("daemon-queued");
+    let store = dir.join("queue");
+    let mut daemon = Daemon::start(
+        &ctx.daemon_bin,
+        &dir,
+        DaemonConfig {
+            coap_port: free_udp_port()?,
+            mqtt_port: free_tcp_port()?,
+            inflight: s.inflight,
+            commit_max_batch: s.commit_max_batch,
+            store_path: store.clone(),
+            env: ctx.env(),
+        },
+    )?;
+    let pid = daemon.pid().context("pid")?;
+    let sampler = RssSampler::start(pid);
+    say(&format!("queued: queueing {n} messages with no broker"));
+    let fill = ctx.load(&[
+        ("--target", daemon.coap_addr().to_string()),
+        ("--devices", "64".into()),
+        ("--count", n.to_string()),
+        ("--duration", "3600".into()),
+        ("--payload", s.payload_bytes.to_string()),
+        ("--path-prefix", "bench/queued".into()),
+    ])?;
+    let rss_peak_fill = sampler.take_peak();
+    drop(sampler);
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_after_fill = rss_bytes(pid).unwrap_or(0);
+    let (disk, apparent) = disk_usage(&store);
+    daemon.restart()?;
+    let ready = daemon.ready_after.as_secs_f64();
+    std::thread::sleep(Duration::from_secs(2));
+    let rss_after_restart = daemon.pid().and_then(rss_bytes).unwrap_or(0);
+    daemon.stop();
+    results.daemon_warnings.extend(
+        daemon
+            .warnings()
+            .into_iter()
+            .filter(|w| !w.contains("cannot connect")),
+    );
+    let q = Queued {
+        messages: fill.ok,
+        fill_rate: fill.rate_ok_per_s,
+        rss_peak_fill,
+        rss_after_fill,
+        rss_after_restart,
+        ready_after_restart_s: ready,
+        disk_bytes: disk,
+        disk_apparent_bytes: apparent,
+        bytes_per_message: disk as f64 / fill.ok.max(1) as f64,
+        fill,
+    };
+    say(&format!(
+        "  {} queued at {:.0}/s; RSS {:.1} MB after fill, {:.1} MB after restart; ready in {:.3} s; {:.0} bytes/message on disk",
+        q.messages,
+        q.fill_rate,
+        q.rss_after_fill as f64 / 1e6,
+        q.rss_after_restart as f64 / 1e6,
+        q.ready_after_restart_s,
+        q.bytes_per_message
+    ));
+    Ok(q)
+}
+
+/// The depth in the daemon's "stopped; N messages stay queued" line.
+fn stopped_depth(log: &Path) -> Option<u64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.contains("messages stay queued"))?;
+    let after = line.split("stopped; ").nth(1)?;
+    after.split_whitespace().next()?.parse().ok()
+}
+
+impl Ctx {
+    fn env(&self) -> Vec<(String, String)> {
+        self.cli
+            .daemon_env
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    /// Runs coap-load with `args` and returns its report.
+    fn load(&self, args: &[(&str, String)]) -> anyhow::Result<LoadReport> {
+        let mut cmd = Command::new(&self.load_bin);
+        for (k, v) in args {
+            cmd.arg(k).arg(v);
+        }
+        let out = cmd.output().context("running coap-load")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "coap-load {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(serde_json::from_value(v["report"].clone())?)
+    }
+
+    /// Waits for the subscriber to see run `name`'s messages and combines
+    /// both views.
+    fn e2e(&self, sub: &Subscriber, name: &str, load: LoadReport) -> E2eRun {
+        let key = format!("bench/{name}");
+        let got = self.rt.block_on(sub.wait_for(
+            &key,
+            load.ok,
+            Duration::from_secs(5),
+            Duration::from_secs(300),
+        ));
+        // Deliveries within the load window, as for the device side.
+        let window_end = load.started_unix_us + (load.window_s * 1e6) as u64;
+        let in_window = got.delivered_by(window_end);
+        E2eRun {
+            run: name.into(),
+            delivered: got.distinct,
+            duplicates: got.duplicates,
+            out_of_order: got.out_of_order,
+            missing: load.ok as i64 - got.distinct as i64,
+            e2e_rate: in_window as f64 / load.window_s.max(1e-9),
+            rcvbuf_errors: 0,
+            coap_rate: load.rate_ok_per_s,
+            load,
+        }
+    }
+}

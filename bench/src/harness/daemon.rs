@@ -1,0 +1,250 @@
+//! The release daemon under test: its config in a temp dir, its store in a
+//! temp dir on the same disk, readiness by CoAP ping, RSS from /proc.
+
+use super::{sigterm, wait_or_kill};
+use crate::coap::{self, MsgType};
+use anyhow::Context;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the driver varies in the daemon's config.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub coap_port: u16,
+    pub mqtt_port: u16,
+    pub inflight: u16,
+    pub commit_max_batch: usize,
+    pub store_path: PathBuf,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl DaemonConfig {
+    /// One route, `bench/{run}/{device}` -> same topic, QoS 1: the driver
+    /// gives every run its own `{run}` so the subscriber can tell runs apart.
+    pub fn render(&self) -> String {
+        format!(
+            "# written by the coap2mqtt bench driver\n\
+             [gateway]\nid = \"bench\"\n\n\
+             [coap]\nlisten = [\"127.0.0.1:{coap}\"]\n\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt}\"\nclient_id = \"coap2mqtt-bench\"\n\
+             inflight = {inflight}\nreconnect_min_ms = 100\nreconnect_max_s = 1\n\n\
+             [store]\npath = \"{store}\"\nmax_messages = 4000000\nmax_bytes = 8589934592\n\
+             commit_max_batch = {batch}\n\n\
+             [log]\nlevel = \"info\"\n\n\
+             [[route]]\nresource = \"bench/{{run}}/{{device}}\"\ntopic = \"bench/{{run}}/{{device}}\"\nqos = 1\n",
+            coap = self.coap_port,
+            mqtt = self.mqtt_port,
+            inflight = self.inflight,
+            store = self.store_path.display(),
+            batch = self.commit_max_batch,
+        )
+    }
+}
+
+pub struct Daemon {
+    binary: PathBuf,
+    dir: PathBuf,
+    pub config: DaemonConfig,
+    child: Option<Child>,
+    /// Seconds from spawn to the first RST to a CoAP ping, last start.
+    pub ready_after: Duration,
+}
+
+impl Daemon {
+    pub fn start(binary: &Path, dir: &Path, config: DaemonConfig) -> anyhow::Result<Daemon> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("coap2mqtt.toml"), config.render())?;
+        let mut d = Daemon {
+            binary: binary.to_path_buf(),
+            dir: dir.to_path_buf(),
+            config,
+            child: None,
+            ready_after: Duration::ZERO,
+        };
+        d.launch()?;
+        Ok(d)
+    }
+
+    pub fn coap_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.config.coap_port))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    fn launch(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))?;
+        let started = Instant::now();
+        let child = Command::new(&self.binary)
+            .arg("run")
+            .arg("--config")
+            .arg(self.dir.join("coap2mqtt.toml"))
+            .env_remove("RUST_LOG")
+            .envs(self.config.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        self.child = Some(child);
+        self.ready_after = self.wait_ready(started)?;
+        Ok(())
+    }
+
+    /// Pings (empty CON) every 5 ms until an RST comes back.
+    fn wait_ready(&mut self, started: Instant) -> anyhow::Result<Duration> {
+        let socket = UdpSocket::bind("127.0.0.1:0")?;
+        socket.connect(self.coap_addr())?;
+        socket.set_read_timeout(Some(Duration::from_millis(5)))?;
+        let mut buf = [0u8; 64];
+        let mut mid: u16 = 1;
+        while started.elapsed() < Duration::from_secs(60) {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                anyhow::bail!(
+                    "the daemon exited with {status} during start-up; log:\n{}",
+                    self.log_tail()
+                );
+            }
+            mid = mid.wrapping_add(1);
+            let _ = socket.send(&coap::empty(MsgType::Con, mid));
+            let deadline = Instant::now() + Duration::from_millis(5);
+            while Instant::now() < deadline {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    if let Some(h) = coap::parse_header(&buf[..n]) {
+                        if h.mtype == MsgType::Rst {
+                            return Ok(started.elapsed());
+                        }
+                    }
+                } else {
+                    break;
+                }
+            }
+        }
+        anyhow::bail!("the daemon did not answer a CoAP ping within 60 s")
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) -> bool {
+        match self.child.take() {
+            Some(mut child) => {
+                sigterm(&child);
+                wait_or_kill(&mut child, Duration::from_secs(20))
+            }
+            None => true,
+        }
+    }
+
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.launch()
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// The daemon's log lines at warn or error level (for the report).
+    pub fn warnings(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("daemon.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .take(20)
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// VmRSS of a process in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Samples a process's RSS every 50 ms and keeps the peak since the last
+/// [`RssSampler::take_peak`].
+pub struct RssSampler {
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> RssSampler {
+        let peak = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                if let Some(rss) = rss_bytes(pid) {
+                    p.fetch_max(rss, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        RssSampler {
+            peak,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn take_peak(&self) -> u64 {
+        self.peak.swap(0, Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Disk usage of a directory tree: (allocated bytes as du counts them,
+/// apparent bytes).
+pub fn disk_usage(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut allocated = 0;
+    let mut apparent = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                allocated += m.blocks() * 512;
+                apparent += m.len();
+            }
+        }
+    }
+    (allocated, apparent)
+}

@@ -1,0 +1,516 @@
+//! docs/BENCHMARKS.md's generated section and the SVG plots in docs/bench/.
+//!
+//! The section sits between two marker comments so the hand-written text
+//! around it survives every run.
+
+use crate::results::{Results, ThroughputPoint};
+use plotters::prelude::*;
+use std::fmt::Write as _;
+use std::path::Path;
+
+const BEGIN: &str = "<!-- bench:generated:begin -->";
+const END: &str = "<!-- bench:generated:end -->";
+
+/// Targets are read in MB of 10^6 bytes: the stricter reading.
+const MB: f64 = 1e6;
+
+struct Row {
+    figure: String,
+    measured: String,
+    ceiling: String,
+    ratio: String,
+    target: String,
+    verdict: String,
+}
+
+fn row(figure: impl Into<String>, measured: impl Into<String>) -> Row {
+    Row {
+        figure: figure.into(),
+        measured: measured.into(),
+        ceiling: String::new(),
+        ratio: String::new(),
+        target: String::new(),
+        verdict: String::new(),
+    }
+}
+
+impl Row {
+    fn ceiling(mut self, ceiling: f64, measured: f64, what: &str) -> Row {
+        self.ceiling = format!("{} ({what})", rate(ceiling));
+        self.ratio = if ceiling > 0.0 {
+            format!("{:.0}%", 100.0 * measured / ceiling)
+        } else {
+            "-".into()
+        };
+        self
+    }
+
+    fn target(mut self, target: impl Into<String>, pass: bool) -> Row {
+        self.target = target.into();
+        self.verdict = if pass { "PASS" } else { "MISS" }.into();
+        self
+    }
+}
+
+fn rate(r: f64) -> String {
+    format!("{:.0}/s", r)
+}
+
+fn point<'a>(r: &'a Results, kind: &str, c: usize) -> Option<&'a ThroughputPoint> {
+    r.throughput
+        .iter()
+        .find(|p| p.kind == kind && p.concurrency == c)
+}
+
+fn rows(r: &Results) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mqtt = r.ceilings.mqtt_median;
+    rows.push(row(
+        "Ceiling: bare rumqttc QoS 1 publisher -> mosquitto -> subscriber",
+        rate(mqtt),
+    ));
+    for e in &r.ceilings.udp_echo {
+        rows.push(row(
+            format!(
+                "Ceiling: UDP echo round trips, {} concurrent",
+                e.concurrency
+            ),
+            format!("{} (p99 {} µs)", rate(e.median), e.latency_us.p99),
+        ));
+    }
+    for kind in ["CON", "NON"] {
+        for &c in &r.settings.concurrencies {
+            let Some(p) = point(r, kind, c) else { continue };
+            let echo = r
+                .ceilings
+                .udp_echo
+                .iter()
+                .find(|e| e.concurrency == c)
+                .map_or(0.0, |e| e.median);
+            let mut x = row(
+                format!("{kind} end to end, plain UDP, {c} concurrent"),
+                format!(
+                    "{} (2.04s {}, {:.0}% of UDP echo)",
+                    rate(p.median_e2e),
+                    rate(p.median_coap),
+                    if echo > 0.0 {
+                        100.0 * p.median_coap / echo
+                    } else {
+                        0.0
+                    }
+                ),
+            )
+            .ceiling(mqtt, p.median_e2e, "MQTT");
+            if kind == "CON" && c == 64 {
+                x = x.target(">= 50% of MQTT ceiling", p.median_e2e >= 0.5 * mqtt);
+            }
+            if kind == "NON" && c == 64 {
+                let con = point(r, "CON", 64).map_or(f64::MAX, |p| p.median_e2e);
+                x = x.target(
+                    format!(">= CON figure ({})", rate(con)),
+                    p.median_e2e >= con,
+                );
+            }
+            rows.push(x);
+        }
+    }
+    for c in [1, 16, 64, 256] {
+        let mut x = row(
+            format!("DTLS-PSK CON end to end, {c} concurrent"),
+            "not yet measured",
+        );
+        if c == 64 {
+            x.target = ">= 50% of the plain figure".into();
+            x.verdict = "-".into();
+        }
+        rows.push(x);
+    }
+    for p in &r.latency.points {
+        let mut x = row(
+            format!(
+                "CoAP response latency at {:.0}% of max ({} offered, {} answered)",
+                p.fraction * 100.0,
+                rate(p.offered),
+                rate(p.achieved_median)
+            ),
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms (p99 from schedule {:.2} ms)",
+                p.p50_us as f64 / 1e3,
+                p.p99_us as f64 / 1e3,
+                p.p999_us as f64 / 1e3,
+                p.p99_from_schedule_us as f64 / 1e3
+            ),
+        );
+        if (p.fraction - 0.5).abs() < 1e-9 {
+            x = x.target("p99 <= 2 ms", p.p99_us <= 2000);
+        }
+        rows.push(x);
+    }
+    if let Some(d) = &r.drain {
+        rows.push(
+            row(
+                format!("Drain after outage, {} queued", d.fill.ok),
+                format!(
+                    "{} ({} delivered in {:.2} s; empty {:.2} s after the broker came up)",
+                    rate(d.drain_rate),
+                    d.delivered,
+                    d.drain_seconds,
+                    d.time_to_empty_s
+                ),
+            )
+            .ceiling(mqtt, d.drain_rate, "MQTT")
+            .target(">= 80% of MQTT ceiling", d.drain_rate >= 0.8 * mqtt),
+        );
+        rows.push(row(
+            "Queueing with the broker down (CON, 64 concurrent)",
+            rate(d.fill_rate),
+        ));
+    }
+    let m = &r.memory;
+    rows.push(row("RSS idle", mb(m.rss_idle)).target("<= 12 MB", (m.rss_idle as f64) <= 12.0 * MB));
+    rows.push(
+        row("RSS under full load (peak)", mb(m.rss_full_load))
+            .target("<= 32 MB", (m.rss_full_load as f64) <= 32.0 * MB),
+    );
+    if let Some(q) = &r.queued {
+        let worst = q.rss_after_fill.max(q.rss_after_restart);
+        rows.push(
+            row(
+                format!("RSS with {} queued", q.messages),
+                format!(
+                    "{} after filling (peak {}), {} after a restart",
+                    mb(q.rss_after_fill),
+                    mb(q.rss_peak_fill),
+                    mb(q.rss_after_restart)
+                ),
+            )
+            .target(
+                target_at("<= 48 MB", q.messages, 1_000_000),
+                (worst as f64) <= 48.0 * MB,
+            ),
+        );
+        rows.push(
+            row(
+                format!("Start to ready with {} queued", q.messages),
+                format!(
+                    "{:.3} s (empty store: {:.3} s)",
+                    q.ready_after_restart_s, m.ready_empty_s
+                ),
+            )
+            .target(
+                target_at("<= 1 s", q.messages, 1_000_000),
+                q.ready_after_restart_s <= 1.0,
+            ),
+        );
+        rows.push(row(
+            "On-disk bytes per queued message",
+            format!(
+                "{:.0} ({} payload bytes; du {} for {} messages)",
+                q.bytes_per_message,
+                r.settings.payload_bytes,
+                mb(q.disk_bytes),
+                q.messages
+            ),
+        ));
+    }
+    if let Some(d) = &r.drain {
+        rows.push(row(
+            "Store files shrink after a drain",
+            format!(
+                "{}: {} full, {} drained, {} after stop (depth at stop: {})",
+                if d.shrank { "yes" } else { "no" },
+                mb(d.disk_full_bytes),
+                mb(d.disk_after_drain_bytes),
+                mb(d.disk_after_stop_bytes),
+                d.depth_at_stop
+                    .map_or("not logged".into(), |n| n.to_string())
+            ),
+        ));
+    }
+    let mut x = row("PSK handshakes per second", "not yet measured");
+    x.target = ">= 1,000/s".into();
+    x.verdict = "-".into();
+    rows.push(x);
+    rows.push(row("RSS with 1,000 idle DTLS sessions", "not yet measured"));
+    let mut x = row("RSS with 10,000 idle DTLS sessions", "not yet measured");
+    x.target = "<= 64 MB".into();
+    x.verdict = "-".into();
+    rows.push(x);
+    rows
+}
+
+fn target_at(target: &str, n: u64, spec: u64) -> String {
+    if n < spec {
+        format!("{target} (at {spec}; this run queued {n})")
+    } else {
+        target.into()
+    }
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / MB)
+}
+
+/// The table as Markdown.
+pub fn summary_table(r: &Results) -> String {
+    let mut s = String::new();
+    s.push_str("| figure | measured | ceiling | ratio | target | verdict |\n");
+    s.push_str("| --- | --- | --- | --- | --- | --- |\n");
+    for x in rows(r) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} |",
+            x.figure, x.measured, x.ceiling, x.ratio, x.target, x.verdict
+        );
+    }
+    s
+}
+
+fn section(r: &Results) -> String {
+    let mut s = String::new();
+    let m = &r.machine;
+    if r.mode == "quick" {
+        s.push_str("> **Quick run (`scripts/bench --quick`): short runs, one repeat, small queues, on a machine that may have been busy. These figures are noisy and only show that the instrument works; quote a full run.**\n\n");
+    }
+    let _ = writeln!(
+        s,
+        "Mode: **{}**, {} runs per point (medians quoted), {} s per throughput point, {}-byte payloads, mqtt.inflight {}, store.commit_max_batch {}; whole run {:.0} s.\n",
+        r.mode,
+        r.settings.repeats,
+        r.settings.duration_s,
+        r.settings.payload_bytes,
+        r.settings.inflight,
+        r.settings.commit_max_batch,
+        r.total_seconds
+    );
+    if !r.settings.daemon_env.is_empty() {
+        let _ = writeln!(
+            s,
+            "Daemon environment: `{}`.\n",
+            r.settings.daemon_env.join(" ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "Machine: {} cores, {}, {:.1} GiB, {}; {}; {}; 1-minute load average at start {:.2}.\n",
+        m.nproc, m.cpu_model, m.memory_gib, m.kernel, m.mosquitto, m.rustc, m.loadavg_at_start
+    );
+    s.push_str(&summary_table(r));
+    s.push('\n');
+    let mut issues = Vec::new();
+    for p in &r.throughput {
+        for run in &p.runs {
+            if run.missing != 0
+                || run.duplicates != 0
+                || run.out_of_order != 0
+                || run.load.timeouts != 0
+            {
+                issues.push(format!(
+                    "{}: answered {}, delivered {}, missing {}, duplicates {}, out of order {}, CON timeouts {}, retransmissions {}",
+                    run.run, run.load.ok, run.delivered, run.missing, run.duplicates, run.out_of_order, run.load.timeouts, run.load.retransmissions
+                ));
+            }
+        }
+    }
+    if let Some(d) = &r.drain {
+        if d.delivered != d.fill.ok || d.duplicates != 0 || d.out_of_order != 0 {
+            issues.push(format!(
+                "drain: answered {}, delivered {}, duplicates {}, out of order {}",
+                d.fill.ok, d.delivered, d.duplicates, d.out_of_order
+            ));
+        }
+    }
+    if issues.is_empty() {
+        s.push_str("Subscriber checks: every message answered 2.04 arrived, no duplicates, per-topic order kept.\n\n");
+    } else {
+        s.push_str("Subscriber checks found:\n\n");
+        for i in issues {
+            let _ = writeln!(s, "- {i}");
+        }
+        s.push('\n');
+    }
+    if !r.daemon_warnings.is_empty() {
+        s.push_str("Daemon warnings during the run (first few):\n\n```\n");
+        for w in r.daemon_warnings.iter().take(10) {
+            let _ = writeln!(s, "{w}");
+        }
+        s.push_str("```\n\n");
+    }
+    s.push_str("![throughput against concurrency](bench/throughput.svg)\n\n");
+    s.push_str("![latency percentiles at fixed offered rates](bench/latency.svg)\n\n");
+    s.push_str("Raw figures: `target/bench/results.json` of the run.\n");
+    s
+}
+
+/// Rewrites the generated section of docs/BENCHMARKS.md and the plots.
+pub fn write_docs(root: &Path, r: &Results) -> anyhow::Result<()> {
+    let docs = root.join("docs");
+    let plots = docs.join("bench");
+    std::fs::create_dir_all(&plots)?;
+    plot_throughput(&plots.join("throughput.svg"), r)?;
+    plot_latency(&plots.join("latency.svg"), r)?;
+    let path = docs.join("BENCHMARKS.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_else(|_| "# Benchmarks\n\n".into());
+    let body = format!("{BEGIN}\n{}{END}", section(r));
+    let new = match (old.find(BEGIN), old.find(END)) {
+        (Some(b), Some(e)) if e > b => format!("{}{}{}", &old[..b], body, &old[e + END.len()..]),
+        _ => format!("{}\n{}\n", old.trim_end(), body),
+    };
+    std::fs::write(&path, new)?;
+    Ok(())
+}
+
+fn plot_throughput(path: &Path, r: &Results) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut top = r.ceilings.mqtt_median;
+    for p in &r.throughput {
+        top = top.max(p.median_e2e);
+    }
+    for e in &r.ceilings.udp_echo {
+        top = top.max(e.median);
+    }
+    let top = (top * 1.15).max(1.0);
+    let title = format!("coap2mqtt throughput, plain UDP ({} run)", r.mode);
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((1f64..256f64).log_scale(), 0f64..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("concurrent devices (closed loop)")
+        .y_desc("messages per second")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()?;
+    let series = |kind: &str| -> Vec<(f64, f64)> {
+        r.throughput
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| (p.concurrency as f64, p.median_e2e))
+            .collect()
+    };
+    let styles = [
+        ("CON end to end", series("CON"), BLUE),
+        ("NON end to end", series("NON"), GREEN),
+        (
+            "UDP echo ceiling",
+            r.ceilings
+                .udp_echo
+                .iter()
+                .map(|e| (e.concurrency as f64, e.median))
+                .collect(),
+            BLACK,
+        ),
+    ];
+    for (name, data, color) in styles {
+        chart
+            .draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart.draw_series(PointSeries::of_element(data, 4, color, &|c, s, st| {
+            Circle::new(c, s, st.filled())
+        }))?;
+    }
+    let mqtt = r.ceilings.mqtt_median;
+    chart
+        .draw_series(LineSeries::new(
+            vec![(1.0, mqtt), (256.0, mqtt)],
+            RED.stroke_width(1),
+        ))?
+        .label("MQTT QoS 1 ceiling")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    let half = mqtt * 0.5;
+    chart
+        .draw_series(LineSeries::new(
+            vec![(1.0, half), (256.0, half)],
+            MAGENTA.stroke_width(1),
+        ))?
+        .label("target: 50% of MQTT ceiling")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn plot_latency(path: &Path, r: &Results) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (800, 480)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let pts = &r.latency.points;
+    let mut top = 2.5f64;
+    let mut bottom = 1.0f64;
+    for p in pts {
+        top = top.max(p.p999_us as f64 / 1e3);
+        bottom = bottom.min((p.p50_us as f64 / 1e3).max(0.001));
+    }
+    let title = format!(
+        "CoAP response latency at fixed offered rates (max {:.0}/s, {} run)",
+        r.latency.max_rate, r.mode
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..100f64, (bottom * 0.8..top * 1.5).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("offered load, % of the measured maximum")
+        .y_desc("latency, ms")
+        .y_label_formatter(&|y| format!("{y:.2}"))
+        .draw()?;
+    let lines = [
+        (
+            "p50",
+            pts.iter()
+                .map(|p| (p.fraction * 100.0, p.p50_us as f64 / 1e3))
+                .collect::<Vec<_>>(),
+            BLUE,
+        ),
+        (
+            "p99",
+            pts.iter()
+                .map(|p| (p.fraction * 100.0, p.p99_us as f64 / 1e3))
+                .collect(),
+            GREEN,
+        ),
+        (
+            "p99.9",
+            pts.iter()
+                .map(|p| (p.fraction * 100.0, p.p999_us as f64 / 1e3))
+                .collect(),
+            BLACK,
+        ),
+    ];
+    for (name, data, color) in lines {
+        chart
+            .draw_series(LineSeries::new(data.clone(), color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart.draw_series(PointSeries::of_element(data, 4, color, &|c, s, st| {
+            Circle::new(c, s, st.filled())
+        }))?;
+    }
+    chart
+        .draw_series(LineSeries::new(
+            vec![(0.0, 2.0), (100.0, 2.0)],
+            RED.stroke_width(1),
+        ))?
+        .label("target: p99 <= 2 ms at 50%")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! The bench driver's results: what target/bench/results.json holds and
+//! what docs/BENCHMARKS.md's generated section is made from.
+
+use crate::harness::ceiling::PublisherRun;
+use crate::harness::machine::Machine;
+use crate::load::{Latency, LoadReport};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Results {
+    /// "quick" (smoke test, noisy, small counts) or "full".
+    pub mode: String,
+    pub started_unix_s: u64,
+    pub total_seconds: f64,
+    pub machine: Machine,
+    pub settings: Settings,
+    pub ceilings: Ceilings,
+    /// End to end, plain UDP, closed loop.
+    pub throughput: Vec<ThroughputPoint>,
+    pub latency: LatencyPhase,
+    pub drain: Option<Drain>,
+    pub memory: Memory,
+    pub queued: Option<Queued>,
+    /// Figures the instrument cannot measure yet, and why.
+    pub not_measured: Vec<(String, String)>,
+    /// Warnings and errors the daemon logged during the run.
+    pub daemon_warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Settings {
+    pub duration_s: f64,
+    pub repeats: usize,
+    pub concurrencies: Vec<usize>,
+    pub payload_bytes: usize,
+    pub inflight: u16,
+    pub commit_max_batch: usize,
+    pub latency_devices: usize,
+    pub latency_duration_s: f64,
+    pub drain_messages: u64,
+    pub queued_messages: u64,
+    /// Extra environment the daemon ran with (--daemon-env).
+    pub daemon_env: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Ceilings {
+    /// Bare rumqttc QoS 1 publisher -> mosquitto -> subscriber.
+    pub mqtt_runs: Vec<PublisherRun>,
+    pub mqtt_median: f64,
+    /// UDP echo round trips per second, per concurrency (CON).
+    pub udp_echo: Vec<EchoPoint>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EchoPoint {
+    pub concurrency: usize,
+    pub runs: Vec<f64>,
+    pub median: f64,
+    pub latency_us: Latency,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct E2eRun {
+    pub run: String,
+    pub load: LoadReport,
+    /// Distinct messages the subscriber received for this run.
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    /// Answered 2.04 but never seen by the subscriber.
+    pub missing: i64,
+    /// Delivered within the load window / window.
+    pub e2e_rate: f64,
+    /// UDP receive-buffer drops on this machine during the run (kernel
+    /// counter, /proc/net/snmp RcvbufErrors): datagrams a socket had no
+    /// room for.
+    pub rcvbuf_errors: u64,
+    /// 2.04s per second at the device.
+    pub coap_rate: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ThroughputPoint {
+    /// "CON" or "NON".
+    pub kind: String,
+    pub concurrency: usize,
+    pub runs: Vec<E2eRun>,
+    pub median_e2e: f64,
+    pub median_coap: f64,
+    /// Of the median run.
+    pub latency_us: Latency,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LatencyPhase {
+    /// The maximum the offered rates are fractions of: the best median CON
+    /// end-to-end rate over the concurrencies.
+    pub max_rate: f64,
+    pub points: Vec<LatencyPoint>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LatencyPoint {
+    pub fraction: f64,
+    pub offered: f64,
+    pub achieved_median: f64,
+    /// Median over repeats of each percentile, µs.
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    /// p99 measured from the scheduled send time (generator lateness and
+    /// backlog included).
+    pub p99_from_schedule_us: u64,
+    pub runs: Vec<LoadReport>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Drain {
+    pub messages: u64,
+    /// CON 2.04s per second while filling with the broker down.
+    pub fill_rate: f64,
+    pub fill: LoadReport,
+    pub delivered: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    /// First to last delivery.
+    pub drain_seconds: f64,
+    pub drain_rate: f64,
+    /// Broker accepting TCP to last delivery (includes reconnect backoff).
+    pub time_to_empty_s: f64,
+    pub disk_full_bytes: u64,
+    pub disk_after_drain_bytes: u64,
+    pub disk_after_stop_bytes: u64,
+    pub shrank: bool,
+    /// Depth the daemon logged at shutdown after the drain.
+    pub depth_at_stop: Option<u64>,
+    pub rss_peak_drain: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Memory {
+    pub rss_idle: u64,
+    pub rss_full_load: u64,
+    pub ready_empty_s: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Queued {
+    pub messages: u64,
+    pub fill_rate: f64,
+    pub fill: LoadReport,
+    pub rss_peak_fill: u64,
+    pub rss_after_fill: u64,
+    pub rss_after_restart: u64,
+    pub ready_after_restart_s: f64,
+    pub disk_bytes: u64,
+    pub disk_apparent_bytes: u64,
+    pub bytes_per_message: f64,
+}
+
+/// The median of some numbers (the lower middle for an even count).
+pub fn median(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[(v.len() - 1) / 2]
+}
+
+pub fn median_u64(values: &[u64]) -> u64 {
+    if values.is_empty() {
+        return 0;
+    }
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    v[(v.len() - 1) / 2]
+}
