@@ -246,7 +246,7 @@ impl Queue {
                     log::warn!("queue full: dropped the {dropped} oldest messages (on_full = \"drop-oldest\")");
                 }
                 for (seq, _, reason) in &dead {
-                    log::error!("message {seq} moved to dead letters: {reason}");
+                    log::error!(queue_seq = *seq; "message {seq} moved to dead letters: {reason}");
                 }
                 self.trim_dead_letters();
                 let had_appends = !accepted.is_empty();

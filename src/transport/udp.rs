@@ -82,6 +82,7 @@ impl UdpServer {
                     match self.exchange.on_datagram(&peer, &buf[..len], &routes, Instant::now()) {
                         Step::Reply(bytes) => self.send(&bytes, addr, &mut quiet).await,
                         Step::Store { ticket, message } => {
+                            log::debug!(coap_peer:% = addr, mqtt_topic = message.topic.as_str(); "coap {local}: request from {addr} for {}", message.topic);
                             let command = Command::Append {
                                 message,
                                 received_ms: now_ms(),
@@ -97,7 +98,7 @@ impl UdpServer {
                         }
                         Step::Ignore(why) => {
                             if let Some(held) = quiet.admit("ignored", Instant::now()) {
-                                log::info!("coap {local}: ignored a datagram from {addr}: {why:?} ({held} more ignored since the last such line)");
+                                log::info!(coap_peer:% = addr, drop_reason = why.reason(); "coap {local}: ignored a datagram from {addr}: {why:?} ({held} more ignored since the last such line)");
                             }
                         }
                     }
@@ -107,6 +108,7 @@ impl UdpServer {
     }
 
     async fn send(&self, bytes: &[u8], addr: SocketAddr, quiet: &mut RateLimited) {
+        log::trace!(coap_peer:% = addr, coap_code:% = crate::logging::coap_code(bytes); "coap: answer to {addr}");
         if let Err(e) = self.socket.send_to(bytes, addr).await {
             if quiet.admit("send", Instant::now()).is_some() {
                 log::warn!("coap: cannot answer {addr}: {e}");

@@ -140,7 +140,7 @@ impl<R: Send + 'static> Uplink<R> {
                         .unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
                     match connected_for {
                         Some(lived) => {
-                            log::warn!("uplink: lost {url} after {lived:.1?}: {error}");
+                            log::warn!(mqtt_broker = url.as_str(); "uplink: lost {url} after {lived:.1?}: {error}");
                             if lived >= STABLE_SESSION {
                                 backoff.reset();
                             }
@@ -149,7 +149,7 @@ impl<R: Send + 'static> Uplink<R> {
                             self.stats
                                 .connection_failures
                                 .fetch_add(1, Ordering::Relaxed);
-                            log::warn!("uplink: cannot connect to {url}: {}", explain(&error));
+                            log::warn!(mqtt_broker = url.as_str(); "uplink: cannot connect to {url}: {}", explain(&error));
                         }
                     }
                 }
@@ -221,6 +221,7 @@ impl<R: Send + 'static> Uplink<R> {
         self.stats.connected.store(true, Ordering::Relaxed);
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         log::info!(
+            mqtt_broker = self.settings.url().as_str();
             "uplink: connected to {}; {} queued messages to send",
             self.settings.url(),
             self.queue.depth().0
@@ -415,7 +416,7 @@ impl<R: Send + 'static> Uplink<R> {
 
     fn dead_letter_now(&self, seq: Seq, reason: String) {
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        log::error!("uplink: message {seq} goes to dead letters: {reason}");
+        log::error!(queue_seq = seq; "uplink: message {seq} goes to dead letters: {reason}");
         let store = self.store.clone();
         tokio::spawn(async move {
             let _ = store.send(Command::DeadLetter { seq, reason }).await;
@@ -458,6 +459,7 @@ impl<R: Send + 'static> Uplink<R> {
             let n = self.strikes.entry(seq).or_insert(0);
             *n += 1;
             log::warn!(
+                queue_seq = seq;
                 "uplink: broker closed the connection with message {seq} in flight ({n} times)"
             );
         }
