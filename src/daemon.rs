@@ -11,6 +11,7 @@
 
 use crate::coap::exchange::{Exchange, ExchangeConfig, Ticket};
 use crate::config::Config;
+use crate::metrics::{Metrics, Thresholds};
 use crate::store::{self, Limits, Queue};
 use crate::transport::udp::UdpServer;
 use crate::uplink::{self, tls, Uplink};
@@ -49,6 +50,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         STORE_CHANNEL,
     )
     .context("starting the store's commit thread")?;
+    let pending = store.downgrade();
+    let thresholds = Thresholds::for_keep_alive(Duration::from_secs(config.mqtt.keep_alive_s));
+    let metrics = Metrics::new(
+        queue.clone(),
+        move || pending.upgrade().map(|s| s.max_capacity() - s.capacity()),
+        thresholds,
+    );
 
     let (routes_tx, routes) = watch::channel(Arc::new(config.router()));
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -63,6 +71,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             exchange: Exchange::new(exchange_config(&config), rand::random()),
             routes: routes.clone(),
             store: store.clone(),
+            metrics: metrics.transport("udp"),
         };
         log::info!("coap: listening on udp {}", server.local_addr()?);
         servers.push(tokio::spawn(server.serve(shutdown.clone())));
@@ -74,9 +83,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         settings.url(),
         settings.client_id
     );
+    let broker = settings.url();
     let uplink = Uplink::new(settings, queue.clone(), store.clone());
+    metrics.set_uplink(uplink.stats(), broker);
     let uplink_task = tokio::spawn(uplink.run(shutdown.clone()));
     drop(store);
+    crate::admin::spawn(config.admin.listen, metrics.clone(), shutdown.clone()).await;
+    tokio::spawn(crate::watchdog::run(metrics, shutdown.clone()));
 
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     log::info!("coap2mqtt {} ready", env!("CARGO_PKG_VERSION"));

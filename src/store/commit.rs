@@ -96,6 +96,8 @@ impl Queue {
     fn commit<R>(&self, commands: &mut Vec<Command<R>>) {
         let started = Instant::now();
         let stats = &self.inner.stats;
+        let batch_len = commands.len();
+        stats.commit.begin(super::now_ms());
         let limits = self.inner.limits;
         let mut count = stats.messages.load(Ordering::Relaxed);
         let mut bytes = stats.bytes.load(Ordering::Relaxed);
@@ -214,7 +216,7 @@ impl Queue {
         counters[8..].copy_from_slice(&bytes.to_be_bytes());
         batch.insert(COUNTERS_KEY, &counters);
 
-        let result = failure.map_or(Ok(()), Err).and_then(|()| {
+        let result: Result<(), sled::Error> = failure.map_or(Ok(()), Err).and_then(|()| {
             // Dead letters are written before they leave the queue: a crash
             // in between leaves a copy in both, never in neither.
             for (seq, value, reason) in &dead {
@@ -229,6 +231,7 @@ impl Queue {
             Ok(())
         });
 
+        let ok = result.is_ok();
         match result {
             Ok(()) => {
                 stats.messages.store(count, Ordering::Relaxed);
@@ -278,6 +281,9 @@ impl Queue {
         for (receipt, reply, outcome) in refused {
             let _ = reply.send((receipt, outcome));
         }
+        stats
+            .commit
+            .end(batch_len, started.elapsed(), ok, super::now_ms());
         log::trace!("commit took {:?}", started.elapsed());
     }
 

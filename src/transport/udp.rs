@@ -12,6 +12,7 @@
 
 use crate::coap::exchange::{Exchange, Peer, Step, StoreOutcome, Ticket};
 use crate::logging::RateLimited;
+use crate::metrics::{TransportMetrics, PUBLISH_EVERY};
 use crate::route::Router;
 use crate::store::{now_ms, AppendOutcome, Command, StoreHandle};
 use std::net::SocketAddr;
@@ -28,6 +29,7 @@ pub struct UdpServer {
     pub exchange: Exchange,
     pub routes: watch::Receiver<Arc<Router>>,
     pub store: StoreHandle<Ticket>,
+    pub metrics: TransportMetrics,
 }
 
 impl UdpServer {
@@ -48,8 +50,12 @@ impl UdpServer {
         let mut awaiting_store = 0usize;
         let mut stopping = false;
         let mut quiet = RateLimited::new(Duration::from_secs(10));
+        let mut publish = tokio::time::interval(PUBLISH_EVERY);
         loop {
+            self.metrics
+                .maybe_publish(self.exchange.counters(), Instant::now());
             if stopping && awaiting_store == 0 {
+                self.metrics.publish(self.exchange.counters());
                 log::debug!("coap {local}: stopped");
                 return;
             }
@@ -65,6 +71,7 @@ impl UdpServer {
                 _ = shutdown.changed(), if !stopping => {
                     stopping = true;
                 }
+                _ = publish.tick() => {}
                 received = self.socket.recv_from(&mut buf), if !stopping => {
                     let (len, addr) = match received {
                         Ok(x) => x,
@@ -77,6 +84,7 @@ impl UdpServer {
                             continue;
                         }
                     };
+                    self.metrics.datagram(&buf[..len]);
                     let peer = Peer { addr, identity: None };
                     let routes = self.routes.borrow().clone();
                     match self.exchange.on_datagram(&peer, &buf[..len], &routes, Instant::now()) {
@@ -97,6 +105,7 @@ impl UdpServer {
                             awaiting_store += 1;
                         }
                         Step::Ignore(why) => {
+                            self.metrics.dropped(why.reason());
                             if let Some(held) = quiet.admit("ignored", Instant::now()) {
                                 log::info!(coap_peer:% = addr, drop_reason = why.reason(); "coap {local}: ignored a datagram from {addr}: {why:?} ({held} more ignored since the last such line)");
                             }
@@ -107,7 +116,8 @@ impl UdpServer {
         }
     }
 
-    async fn send(&self, bytes: &[u8], addr: SocketAddr, quiet: &mut RateLimited) {
+    async fn send(&mut self, bytes: &[u8], addr: SocketAddr, quiet: &mut RateLimited) {
+        self.metrics.response(bytes);
         log::trace!(coap_peer:% = addr, coap_code:% = crate::logging::coap_code(bytes); "coap: answer to {addr}");
         if let Err(e) = self.socket.send_to(bytes, addr).await {
             if quiet.admit("send", Instant::now()).is_some() {

@@ -74,6 +74,8 @@ pub struct Stats {
     pub connection_failures: AtomicU64,
     pub published: AtomicU64,
     pub acked: AtomicU64,
+    /// Messages published again in a later session (at-least-once retries).
+    pub resent: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub last_error: Mutex<Option<String>>,
 }
@@ -101,6 +103,9 @@ pub struct Uplink<R> {
     /// Connections each message has seen the broker close while it was the
     /// oldest in flight.
     strikes: HashMap<Seq, u32>,
+    /// The highest sequence number ever handed to a client: anything at or
+    /// below it is published again.
+    highest_published: Option<Seq>,
 }
 
 impl<R: Send + 'static> Uplink<R> {
@@ -111,6 +116,7 @@ impl<R: Send + 'static> Uplink<R> {
             store,
             stats: Arc::new(Stats::default()),
             strikes: HashMap::new(),
+            highest_published: None,
         }
     }
 
@@ -353,10 +359,17 @@ impl<R: Send + 'static> Uplink<R> {
             let message = record.message;
             let topic = message.topic;
             match client.try_publish(topic.clone(), qos, message.retain, message.payload) {
-                Ok(()) => session.unwritten.push_back(Slot::Message {
-                    seq,
-                    qos: message.qos,
-                }),
+                Ok(()) => {
+                    if self.highest_published.is_some_and(|h| seq <= h) {
+                        self.stats.resent.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.highest_published = Some(seq);
+                    }
+                    session.unwritten.push_back(Slot::Message {
+                        seq,
+                        qos: message.qos,
+                    })
+                }
                 Err(e) => {
                     // The request channel is sized above the window, so this
                     // means the event loop is gone; the session is ending.
