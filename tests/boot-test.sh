@@ -88,8 +88,9 @@ if [ -z "$deb" ] || [ -z "$newer" ]; then
   newer=$root/target/debian/coap2mqtt_${version}+boot1_amd64.deb
 fi
 
+for f in "$deb" "$newer"; do [ -f "$f" ] || fail "no package $f"; done
 say "lintian"
-lintian --tag-display-limit 0 "$deb" >"$log/lintian.txt" 2>&1 || true
+lintian --tag-display-limit 0 "$deb" "$newer" >"$log/lintian.txt" 2>&1 || true
 if grep -q '^E:' "$log/lintian.txt"; then
   cat "$log/lintian.txt" >&2
   fail "lintian reports errors"
