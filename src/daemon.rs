@@ -11,6 +11,7 @@
 
 use crate::coap::exchange::{Exchange, ExchangeConfig, Ticket};
 use crate::config::Config;
+use crate::metrics::{Metrics, Thresholds};
 use crate::reload;
 use crate::route::Router;
 use crate::store::{self, Limits, Queue, StoreHandle};
@@ -60,6 +61,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         STORE_CHANNEL,
     )
     .context("starting the store's commit thread")?;
+    let pending = store.downgrade();
+    let thresholds = Thresholds::for_keep_alive(Duration::from_secs(config.mqtt.keep_alive_s));
+    let metrics = Metrics::new(
+        queue.clone(),
+        move || pending.upgrade().map(|s| s.max_capacity() - s.capacity()),
+        thresholds,
+    );
 
     let (routes_tx, routes) = watch::channel(Arc::new(config.router()));
     let (shutdown_tx, shutdown) = watch::channel(false);
@@ -67,6 +75,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // One CoAP server (and so one exchange) per socket, whatever the transport.
     let listeners = Listeners {
         exchange: exchange_config(&config),
+        metrics: metrics.clone(),
         routes,
         store: store.clone(),
         shutdown: shutdown.clone(),
@@ -76,7 +85,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let link = UdpLink::bind(*addr)
             .await
             .with_context(|| format!("coap.listen: cannot bind UDP {addr}"))?;
-        servers.push(listeners.serve(link));
+        servers.push(listeners.serve(link, "udp"));
     }
     let dtls = match config.dtls.enabled() {
         true => Some(Arc::new(Dtls::new(&config.dtls)?)),
@@ -87,7 +96,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let link = dtls
                 .bind(*addr)
                 .with_context(|| format!("dtls.listen: cannot bind UDP {addr}"))?;
-            servers.push(listeners.serve(link));
+            servers.push(listeners.serve(link, "dtls"));
         }
     }
     drop(listeners);
@@ -98,9 +107,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         settings.url(),
         settings.client_id
     );
+    let broker = settings.url();
     let uplink = Uplink::new(settings, queue.clone(), store.clone());
+    metrics.set_uplink(uplink.stats(), broker);
     let uplink_task = tokio::spawn(uplink.run(shutdown.clone()));
     drop(store);
+    crate::admin::spawn(config.admin.listen, metrics.clone(), shutdown.clone()).await;
+    tokio::spawn(crate::watchdog::run(metrics, shutdown.clone()));
 
     let reloader = tokio::spawn(reload_on_sighup(config.clone(), routes_tx, dtls));
 
@@ -136,17 +149,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// store and the shutdown signal.
 struct Listeners {
     exchange: ExchangeConfig,
+    metrics: Arc<Metrics>,
     routes: watch::Receiver<Arc<Router>>,
     store: StoreHandle<Ticket>,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Listeners {
-    /// Starts the CoAP server of one socket.
-    fn serve<L: Link + 'static>(&self, link: L) -> tokio::task::JoinHandle<()> {
+    /// Starts the CoAP server of one socket; `kind` labels its metrics.
+    fn serve<L: Link + 'static>(&self, link: L, kind: &'static str) -> tokio::task::JoinHandle<()> {
         log::info!("coap: listening on {}", link.name());
         let server = Server {
             link,
+            metrics: self.metrics.transport(kind),
             exchange: Exchange::new(self.exchange.clone(), rand::random()),
             routes: self.routes.clone(),
             store: self.store.clone(),

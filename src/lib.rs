@@ -7,13 +7,16 @@
 //! `store` (durable queue, group commit) -> `uplink` (MQTT session).
 //! `daemon` wires them together.
 
+pub mod admin;
 pub mod coap;
 pub mod config;
 pub mod daemon;
 pub mod logging;
 pub mod message;
+pub mod metrics;
 pub mod reload;
 pub mod route;
 pub mod store;
 pub mod transport;
 pub mod uplink;
+pub mod watchdog;

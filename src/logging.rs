@@ -1,30 +1,127 @@
 //! Logging set-up, and rate limiting for per-packet problems.
 //!
+//! Under systemd (stderr is the journal's stream) the daemon logs natively
+//! to the journal: each line keeps its priority (error 3, warn 4, info 5,
+//! debug 6, trace 7) and its structured fields. Anywhere else it logs to
+//! stderr with env_logger. The level comes from the config; `RUST_LOG`, when
+//! set, overrides it with env_logger's syntax in both cases.
+//!
+//! Structured fields are `log` key-values; the journal gets them as fields
+//! (upper-cased), stderr shows them after the message. One name per idea,
+//! whatever the call site, so that a query works everywhere
+//! (`journalctl -u coap2mqtt COAP_PEER=10.0.0.7:5683`):
+//!
+//! | key | journal field | what |
+//! | --- | --- | --- |
+//! | `coap_peer` | `COAP_PEER` | the device's address, `ip:port` |
+//! | `coap_identity` | `COAP_IDENTITY` | its authenticated (DTLS) identity |
+//! | `coap_code` | `COAP_CODE` | a CoAP response code, `2.04` ([`coap_code`]) |
+//! | `drop_reason` | `DROP_REASON` | `coap::Ignored::reason()` of a dropped datagram |
+//! | `mqtt_topic` | `MQTT_TOPIC` | a message's topic |
+//! | `queue_seq` | `QUEUE_SEQ` | a message's sequence number in the queue |
+//! | `mqtt_broker` | `MQTT_BROKER` | the broker's URL |
+//!
+//! Written as `log::info!(coap_peer:% = addr; "...")`.
+//!
 //! A gateway facing a misbehaving device (or a scan) must not flood the
 //! journal: problems that can repeat per packet are logged through a
 //! [`RateLimited`] gate that lets one line through per interval and reports
 //! how many it held back. Every such problem is also counted in a metric, so
 //! nothing is silent even when the log is quiet.
+//!
+//! Secrets: no call site logs a PSK, the MQTT password or a private key. The
+//! password and TLS keys go straight from their files into rumqttc/rustls;
+//! the uplink's settings have no `Debug`. rumqttc's own lines are capped at
+//! warn unless `RUST_LOG` asks for more, and even then it does not print the
+//! CONNECT packet's password.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// Sets up logging: `level` from the config, `RUST_LOG` overriding it.
+/// Sets up logging: `level` from the config, `RUST_LOG` overriding it; to
+/// the journal when stderr is connected to it, else to stderr.
 pub fn init(level: log::LevelFilter) {
+    let spec = std::env::var("RUST_LOG").ok();
+    if systemd_journal_logger::connected_to_journal() {
+        if let Ok(journal) = systemd_journal_logger::JournalLog::new() {
+            let filter = filter(level, spec.as_deref());
+            let max = filter.filter();
+            let journal = journal.with_syslog_identifier("coap2mqtt".into());
+            if log::set_boxed_logger(Box::new(Filtered { filter, journal })).is_ok() {
+                log::set_max_level(max);
+                return;
+            }
+        }
+    }
     let mut builder = env_logger::Builder::new();
     builder.filter_level(level);
-    // Our own crate at the configured level; noisy dependencies one notch down.
-    builder.filter_module("sled", log::LevelFilter::Warn);
-    builder.filter_module("rumqttc", log::LevelFilter::Warn);
-    // webrtc-dtls warns about every ClientHello extension it does not know;
-    // our session logs say what happened to each handshake.
-    builder.filter_module("webrtc_dtls", log::LevelFilter::Error);
-    builder.filter_module("webrtc_util", log::LevelFilter::Error);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
+    quiet_dependencies(&mut builder, level);
+    if let Some(spec) = &spec {
+        builder.parse_filters(spec);
     }
     builder.format_timestamp_millis();
     let _ = builder.try_init();
+}
+
+/// Our own crate at the configured level; noisy dependencies one notch down.
+/// Noisy dependencies one notch down. webrtc-dtls warns about every
+/// ClientHello extension it does not know; our session logs say what
+/// happened to each handshake.
+const QUIET: [(&str, log::LevelFilter); 6] = [
+    ("sled", log::LevelFilter::Warn),
+    ("rumqttc", log::LevelFilter::Warn),
+    ("hyper", log::LevelFilter::Warn),
+    ("hyper_util", log::LevelFilter::Warn),
+    ("webrtc_dtls", log::LevelFilter::Error),
+    ("webrtc_util", log::LevelFilter::Error),
+];
+
+fn quiet_dependencies(builder: &mut env_logger::Builder, level: log::LevelFilter) {
+    for (module, most) in QUIET {
+        builder.filter_module(module, level.min(most));
+    }
+}
+
+fn filter(level: log::LevelFilter, spec: Option<&str>) -> env_filter::Filter {
+    let mut builder = env_filter::Builder::new();
+    builder.filter_level(level);
+    for (module, most) in QUIET {
+        builder.filter_module(module, level.min(most));
+    }
+    if let Some(spec) = spec {
+        builder.parse(spec);
+    }
+    builder.build()
+}
+
+/// The journal logger behind the same filter env_logger would apply.
+struct Filtered {
+    filter: env_filter::Filter,
+    journal: systemd_journal_logger::JournalLog,
+}
+
+impl log::Log for Filtered {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.filter.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if self.filter.matches(record) {
+            self.journal.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.journal.flush();
+    }
+}
+
+/// `2.04` for the code byte of a CoAP message (its second byte).
+pub fn coap_code(message: &[u8]) -> String {
+    match message.get(1) {
+        Some(code) => format!("{}.{:02}", code >> 5, code & 0x1f),
+        None => "-".into(),
+    }
 }
 
 /// Lets one log line per key through each interval.
@@ -76,5 +173,25 @@ mod tests {
         assert_eq!(gate.admit("bad", t0 + Duration::from_secs(2)), None);
         assert_eq!(gate.admit("other", t0 + Duration::from_secs(2)), Some(0));
         assert_eq!(gate.admit("bad", t0 + Duration::from_secs(10)), Some(2));
+    }
+
+    #[test]
+    fn coap_codes_read_as_class_dot_detail() {
+        assert_eq!(coap_code(&[0x60, 0x44]), "2.04");
+        assert_eq!(coap_code(&[0x60, 0x84]), "4.04");
+        assert_eq!(coap_code(&[0x70, 0x00]), "0.00");
+        assert_eq!(coap_code(&[0x60]), "-");
+    }
+
+    #[test]
+    fn rust_log_overrides_the_configured_level() {
+        let f = filter(log::LevelFilter::Info, Some("coap2mqtt=trace"));
+        assert_eq!(f.filter(), log::LevelFilter::Trace);
+        let f = filter(log::LevelFilter::Debug, None);
+        let sled = log::MetadataBuilder::new()
+            .target("sled::pagecache")
+            .level(log::Level::Info)
+            .build();
+        assert!(!f.enabled(&sled));
     }
 }

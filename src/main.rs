@@ -1,6 +1,6 @@
 //! The `coap2mqtt` command line. Everything it does lives in the library.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use coap2mqtt::config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +33,19 @@ enum Commands {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Ask the running daemon how it is doing (its admin endpoint); exit 0
+    /// when healthy, 1 when not, 2 when it cannot be reached.
+    Status {
+        /// The configuration file, for admin.listen.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The admin endpoint's address, instead of the config's.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+    },
+    /// Write the man page (roff) to stdout.
+    #[command(hide = true)]
+    Manpage,
     /// Manage the DTLS pre-shared keys of devices.
     Psk {
         #[command(subcommand)]
@@ -83,6 +96,17 @@ impl PskFileArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Commands::Status { config, admin } => coap2mqtt::admin::status_command(&config, admin),
+        Commands::Manpage => {
+            let man = clap_mangen::Man::new(Cli::command());
+            match man.render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Commands::CheckConfig { config } => match Config::load(&config) {
             Ok(_) => {
                 println!("{}: OK", config.display());

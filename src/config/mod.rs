@@ -49,6 +49,7 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub store: StoreConfig,
     pub log: LogConfig,
+    pub admin: AdminConfig,
     /// The `[[route]]` tables in file order, checked but not compiled.
     pub routes: Vec<RouteConfig>,
     /// The file this came from, as given.
@@ -259,6 +260,13 @@ pub enum OnFull {
 pub struct LogConfig {
     /// RUST_LOG, when set, overrides this at run time.
     pub level: log::LevelFilter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// The HTTP endpoint for `/metrics`, `/healthz` and `/status`; `None`
+    /// when `listen = ""` turns it off.
+    pub listen: Option<SocketAddr>,
 }
 
 /// One `[[route]]` as written (methods and qos parsed). Validation compiled

@@ -7,13 +7,15 @@
 
 use super::document::{Node, Report, Table};
 use super::{
-    dtls, routes, CoapConfig, Config, Endpoint, GatewayConfig, LogConfig, MqttConfig, OnFull,
-    StoreConfig,
+    dtls, routes, AdminConfig, CoapConfig, Config, Endpoint, GatewayConfig, LogConfig, MqttConfig,
+    OnFull, StoreConfig,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-const ROOT_KEYS: &[&str] = &["gateway", "coap", "dtls", "mqtt", "store", "log", "route"];
+const ROOT_KEYS: &[&str] = &[
+    "gateway", "coap", "dtls", "mqtt", "store", "log", "admin", "route",
+];
 const GATEWAY_KEYS: &[&str] = &["id"];
 const COAP_KEYS: &[&str] = &[
     "listen",
@@ -49,6 +51,7 @@ const STORE_KEYS: &[&str] = &[
     "commit_max_batch",
 ];
 const LOG_KEYS: &[&str] = &["level"];
+const ADMIN_KEYS: &[&str] = &["listen"];
 
 /// Keys only a TLS connection uses.
 const TLS_KEYS: &[&str] = &["ca_file", "client_cert", "client_key", "alpn"];
@@ -70,6 +73,7 @@ pub(super) fn read(root: &Node, r: &mut Report, source: PathBuf) -> Config {
     let store_table = doc.table("store", STORE_KEYS, r);
     let store = store(&store_table, r);
     let log = log(&doc.table("log", LOG_KEYS, r), r);
+    let admin = admin(&doc.table("admin", ADMIN_KEYS, r), r);
     let routes = routes::read(&doc, r);
 
     if coap.max_payload > mqtt.max_packet_size {
@@ -107,6 +111,7 @@ pub(super) fn read(root: &Node, r: &mut Report, source: PathBuf) -> Config {
         mqtt,
         store,
         log,
+        admin,
         routes,
         source,
     }
@@ -533,4 +538,27 @@ fn log(t: &Table, r: &mut Report) -> LogConfig {
         },
     };
     LogConfig { level }
+}
+
+fn admin(t: &Table, r: &mut Report) -> AdminConfig {
+    let default = SocketAddr::from(([127, 0, 0, 1], 9464));
+    let listen = match t.str("listen", r) {
+        None => Some(default),
+        Some(got) if got.value.is_empty() => None,
+        Some(got) => match got.value.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                r.at(
+                    &got,
+                    format!(
+                        "{:?} is not an IP address and port, like \"127.0.0.1:9464\"; \
+                         \"\" turns the endpoint off",
+                        got.value
+                    ),
+                );
+                Some(default)
+            }
+        },
+    };
+    AdminConfig { listen }
 }

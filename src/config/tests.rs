@@ -106,6 +106,7 @@ fn the_example_config_shows_the_defaults() {
     assert_eq!(example.mqtt, defaults.mqtt);
     assert_eq!(example.store, defaults.store);
     assert_eq!(example.log, defaults.log);
+    assert_eq!(example.admin, defaults.admin);
 }
 
 #[test]
@@ -918,4 +919,25 @@ fn cipher_suites_are_checked_by_name_and_against_the_credentials() {
         "cipher_suites = [\"TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8\"]",
     ]));
     assert!(p.contains("has no TLS_PSK_* suite"), "{p}");
+}
+#[test]
+fn admin_listens_on_loopback_by_default_and_empty_turns_it_off() {
+    let default = valid(&with(&[]));
+    assert_eq!(
+        default.admin.listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    let off = valid(&with(&["[admin]", "listen = \"\""]));
+    assert_eq!(off.admin.listen, None);
+    let any = valid(&with(&["[admin]", "listen = \"[::]:9100\""]));
+    assert_eq!(any.admin.listen, Some("[::]:9100".parse().unwrap()));
+}
+
+#[test]
+fn admin_listen_must_be_an_address_and_port() {
+    assert_eq!(
+        problem(&with(&["[admin]", "listen = \"localhost:9464\""])),
+        "c.toml:9: admin.listen: \"localhost:9464\" is not an IP address and port, \
+         like \"127.0.0.1:9464\"; \"\" turns the endpoint off"
+    );
 }

@@ -197,6 +197,8 @@ impl Queue {
     fn apply<R>(&self, h: &Handles, commands: &mut Vec<Command<R>>) -> Option<sled::Error> {
         let started = Instant::now();
         let stats = &self.inner.stats;
+        let batch_len = commands.len();
+        stats.commit.begin(super::now_ms());
         let limits = self.inner.limits;
         let mut count = stats.messages.load(Ordering::Relaxed);
         let mut bytes = stats.bytes.load(Ordering::Relaxed);
@@ -313,7 +315,7 @@ impl Queue {
         counters[8..].copy_from_slice(&bytes.to_be_bytes());
         batch.insert(COUNTERS_KEY, &counters);
 
-        let result = failure.map_or(Ok(()), Err).and_then(|()| {
+        let result: Result<(), sled::Error> = failure.map_or(Ok(()), Err).and_then(|()| {
             // Dead letters are written before they leave the queue: a crash
             // in between leaves a copy in both, never in neither.
             for (seq, value, reason) in &dead {
@@ -327,6 +329,7 @@ impl Queue {
             Ok(())
         });
 
+        let ok = result.is_ok();
         match result {
             Ok(()) => {
                 stats.messages.store(count, Ordering::Relaxed);
@@ -344,7 +347,7 @@ impl Queue {
                     log::warn!("queue full: dropped the {dropped} oldest messages (on_full = \"drop-oldest\")");
                 }
                 for (seq, _, reason) in &dead {
-                    log::error!("message {seq} moved to dead letters: {reason}");
+                    log::error!(queue_seq = *seq; "message {seq} moved to dead letters: {reason}");
                 }
                 trim_dead_letters(h);
                 let had_appends = !accepted.is_empty();
@@ -381,6 +384,9 @@ impl Queue {
         for (receipt, reply, outcome) in refused {
             let _ = reply.send((receipt, outcome));
         }
+        stats
+            .commit
+            .end(batch_len, started.elapsed(), ok, super::now_ms());
         log::trace!("commit took {:?}", started.elapsed());
         result.err()
     }

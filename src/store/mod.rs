@@ -88,6 +88,8 @@ pub struct Stats {
     pub dead_letters: AtomicU64,
     pub commits: AtomicU64,
     pub commit_errors: AtomicU64,
+    /// Batch sizes, latencies and liveness of the commit thread.
+    pub commit: crate::metrics::CommitStats,
 }
 
 /// One message read back for publishing.

@@ -15,6 +15,7 @@
 use super::Link;
 use crate::coap::exchange::{Exchange, Peer, Step, StoreOutcome, Ticket};
 use crate::logging::RateLimited;
+use crate::metrics::{TransportMetrics, PUBLISH_EVERY};
 use crate::route::Router;
 use crate::store::{now_ms, AppendOutcome, Command, StoreHandle};
 use std::sync::Arc;
@@ -29,6 +30,9 @@ pub struct Server<L> {
     pub exchange: Exchange,
     pub routes: watch::Receiver<Arc<Router>>,
     pub store: StoreHandle<Ticket>,
+    /// This listener's counters, published for /metrics at most every
+    /// [`PUBLISH_EVERY`]: no lock per datagram.
+    pub metrics: TransportMetrics,
 }
 
 impl<L: Link> Server<L> {
@@ -40,8 +44,12 @@ impl<L: Link> Server<L> {
         let mut awaiting_store = 0usize;
         let mut stopping = false;
         let mut quiet = RateLimited::new(Duration::from_secs(10));
+        let mut publish = tokio::time::interval(PUBLISH_EVERY);
         loop {
+            self.metrics
+                .maybe_publish(self.exchange.counters(), Instant::now());
             if stopping && awaiting_store == 0 {
+                self.metrics.publish(self.exchange.counters());
                 log::debug!("coap {}: stopped", self.link.name());
                 return;
             }
@@ -57,6 +65,7 @@ impl<L: Link> Server<L> {
                 _ = shutdown.changed(), if !stopping => {
                     stopping = true;
                 }
+                _ = publish.tick() => {}
                 received = self.link.recv(&mut buf), if !stopping => {
                     let (len, peer) = match received {
                         Ok(x) => x,
@@ -69,10 +78,12 @@ impl<L: Link> Server<L> {
                             continue;
                         }
                     };
+                    self.metrics.datagram(&buf[..len]);
                     let routes = self.routes.borrow().clone();
                     match self.exchange.on_datagram(&peer, &buf[..len], &routes, Instant::now()) {
                         Step::Reply(bytes) => self.send(&bytes, &peer, &mut quiet).await,
                         Step::Store { ticket, message } => {
+                            log::debug!(coap_peer:% = peer.addr, coap_identity = peer.identity.as_deref().unwrap_or(""), mqtt_topic = message.topic.as_str(); "coap {}: request from {} for {}", self.link.name(), Device(&peer), message.topic);
                             let command = Command::Append {
                                 message,
                                 received_ms: now_ms(),
@@ -87,8 +98,10 @@ impl<L: Link> Server<L> {
                             awaiting_store += 1;
                         }
                         Step::Ignore(why) => {
+                            self.metrics.dropped(why.reason());
                             if let Some(held) = quiet.admit("ignored", Instant::now()) {
                                 log::info!(
+                                    coap_peer:% = peer.addr, drop_reason = why.reason();
                                     "coap {}: ignored a datagram from {}: {why:?} ({held} more ignored since the last such line)",
                                     self.link.name(),
                                     Device(&peer)
@@ -101,7 +114,9 @@ impl<L: Link> Server<L> {
         }
     }
 
-    async fn send(&self, bytes: &[u8], peer: &Peer, quiet: &mut RateLimited) {
+    async fn send(&mut self, bytes: &[u8], peer: &Peer, quiet: &mut RateLimited) {
+        self.metrics.response(bytes);
+        log::trace!(coap_peer:% = peer.addr, coap_code:% = crate::logging::coap_code(bytes); "coap {}: answer to {}", self.link.name(), Device(peer));
         if let Err(e) = self.link.send(bytes, peer).await {
             if quiet.admit("send", Instant::now()).is_some() {
                 log::warn!(

@@ -74,6 +74,8 @@ pub struct Stats {
     pub connection_failures: AtomicU64,
     pub published: AtomicU64,
     pub acked: AtomicU64,
+    /// Messages published again in a later session (at-least-once retries).
+    pub resent: AtomicU64,
     pub dead_lettered: AtomicU64,
     pub last_error: Mutex<Option<String>>,
 }
@@ -101,6 +103,9 @@ pub struct Uplink<R> {
     /// Connections each message has seen the broker close while it was the
     /// oldest in flight.
     strikes: HashMap<Seq, u32>,
+    /// The highest sequence number ever handed to a client: anything at or
+    /// below it is published again.
+    highest_published: Option<Seq>,
 }
 
 impl<R: Send + 'static> Uplink<R> {
@@ -111,6 +116,7 @@ impl<R: Send + 'static> Uplink<R> {
             store,
             stats: Arc::new(Stats::default()),
             strikes: HashMap::new(),
+            highest_published: None,
         }
     }
 
@@ -140,7 +146,7 @@ impl<R: Send + 'static> Uplink<R> {
                         .unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
                     match connected_for {
                         Some(lived) => {
-                            log::warn!("uplink: lost {url} after {lived:.1?}: {error}");
+                            log::warn!(mqtt_broker = url.as_str(); "uplink: lost {url} after {lived:.1?}: {error}");
                             if lived >= STABLE_SESSION {
                                 backoff.reset();
                             }
@@ -149,7 +155,7 @@ impl<R: Send + 'static> Uplink<R> {
                             self.stats
                                 .connection_failures
                                 .fetch_add(1, Ordering::Relaxed);
-                            log::warn!("uplink: cannot connect to {url}: {}", explain(&error));
+                            log::warn!(mqtt_broker = url.as_str(); "uplink: cannot connect to {url}: {}", explain(&error));
                         }
                     }
                 }
@@ -221,6 +227,7 @@ impl<R: Send + 'static> Uplink<R> {
         self.stats.connected.store(true, Ordering::Relaxed);
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         log::info!(
+            mqtt_broker = self.settings.url().as_str();
             "uplink: connected to {}; {} queued messages to send",
             self.settings.url(),
             self.queue.depth().0
@@ -352,10 +359,17 @@ impl<R: Send + 'static> Uplink<R> {
             let message = record.message;
             let topic = message.topic;
             match client.try_publish(topic.clone(), qos, message.retain, message.payload) {
-                Ok(()) => session.unwritten.push_back(Slot::Message {
-                    seq,
-                    qos: message.qos,
-                }),
+                Ok(()) => {
+                    if self.highest_published.is_some_and(|h| seq <= h) {
+                        self.stats.resent.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.highest_published = Some(seq);
+                    }
+                    session.unwritten.push_back(Slot::Message {
+                        seq,
+                        qos: message.qos,
+                    })
+                }
                 Err(e) => {
                     // The request channel is sized above the window, so this
                     // means the event loop is gone; the session is ending.
@@ -415,7 +429,7 @@ impl<R: Send + 'static> Uplink<R> {
 
     fn dead_letter_now(&self, seq: Seq, reason: String) {
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        log::error!("uplink: message {seq} goes to dead letters: {reason}");
+        log::error!(queue_seq = seq; "uplink: message {seq} goes to dead letters: {reason}");
         let store = self.store.clone();
         tokio::spawn(async move {
             let _ = store.send(Command::DeadLetter { seq, reason }).await;
@@ -458,6 +472,7 @@ impl<R: Send + 'static> Uplink<R> {
             let n = self.strikes.entry(seq).or_insert(0);
             *n += 1;
             log::warn!(
+                queue_seq = seq;
                 "uplink: broker closed the connection with message {seq} in flight ({n} times)"
             );
         }

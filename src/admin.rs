@@ -1,0 +1,259 @@
+//! The admin endpoint: a small HTTP/1.1 server (hyper) for monitoring, and
+//! the client `coap2mqtt status` uses to read it.
+//!
+//! - `GET /metrics`: Prometheus text format (see `metrics`).
+//! - `GET /healthz`: 200 `healthy`, or 503 with the reasons, one per line:
+//!   the store cannot be written, or the pipeline is stalled.
+//! - `GET /status`: the figures for a person; 200 or 503 like `/healthz`.
+//!
+//! It has no authentication and serves only figures, never a message, a
+//! key or a password. It listens on the loopback interface by default.
+//! Connections are few and short: each one is bounded in time, and only
+//! [`MAX_CONNECTIONS`] are served at once, so a scan cannot eat the daemon.
+
+use crate::metrics::Metrics;
+use anyhow::Context;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+/// Connections served at once; more wait in the kernel's backlog.
+pub const MAX_CONNECTIONS: usize = 16;
+/// The longest a connection may live.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(10);
+/// How long `coap2mqtt status` waits for the daemon.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest answer the client reads.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// Binds the endpoint when `listen` is set and serves it in a task until
+/// `shutdown`.
+///
+/// An address that cannot be bound is logged as an error and the daemon
+/// runs on without the endpoint: moving messages matters more than
+/// reporting on them, and a port taken by another program must not keep a
+/// gateway from forwarding its devices' data.
+pub async fn spawn(
+    listen: Option<SocketAddr>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let Some(addr) = listen else {
+        log::info!("admin: endpoint off (admin.listen = \"\")");
+        return;
+    };
+    match Admin::bind(addr, metrics).await {
+        Ok(admin) => {
+            log::info!("admin: /metrics, /healthz and /status on http://{addr}");
+            tokio::spawn(admin.serve(shutdown));
+        }
+        Err(e) => log::error!("{e:#}; running without /metrics, /healthz and /status"),
+    }
+}
+
+/// The bound endpoint, not yet serving.
+pub struct Admin {
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+}
+
+impl Admin {
+    /// Binds `addr`; fails like `coap.listen` does, at start-up.
+    pub async fn bind(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<Admin> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("admin.listen: cannot bind TCP {addr}"))?;
+        Ok(Admin { listener, metrics })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown`.
+    pub async fn serve(self, mut shutdown: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        loop {
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+                _ = shutdown.changed() => return,
+            };
+            let (stream, _) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors, most likely: wait a little.
+                        log::warn!("admin: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.changed() => return,
+            };
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let metrics = metrics.clone();
+                    async move { Ok::<_, std::convert::Infallible>(answer(&metrics, &request)) }
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(5))
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// The response to one request.
+fn answer<B>(metrics: &Metrics, request: &Request<B>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET\n".into(),
+            "text/plain",
+        );
+    }
+    match request.uri().path() {
+        "/metrics" => text(
+            StatusCode::OK,
+            metrics.render(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        "/healthz" => {
+            let verdict = metrics.check();
+            let status = if verdict.healthy() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            text(status, verdict.describe() + "\n", "text/plain")
+        }
+        "/status" => {
+            let (verdict, body) = metrics.status();
+            let status = if verdict.healthy() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            text(status, body, "text/plain; charset=utf-8")
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /metrics, /healthz or /status\n".into(),
+            "text/plain",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: String, content_type: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// `GET path` from the daemon's admin endpoint: the status code and body.
+pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    tokio::time::timeout(CLIENT_TIMEOUT, get_inner(addr, path))
+        .await
+        .map_err(|_| anyhow::anyhow!("{addr} did not answer within {CLIENT_TIMEOUT:?}"))?
+}
+
+async fn get_inner(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let stream = TcpStream::connect(addr).await.with_context(|| {
+        format!("cannot reach the daemon's admin endpoint at {addr} (is it running? is admin.listen set?)")
+    })?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP handshake with the admin endpoint")?;
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header(hyper::header::HOST, addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .context("building the request")?;
+    let response = sender
+        .send_request(request)
+        .await
+        .context("asking the admin endpoint")?;
+    let status = response.status().as_u16();
+    let body = Limited::new(response.into_body(), MAX_ANSWER)
+        .collect()
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// `coap2mqtt status`: prints the daemon's `/status`. Exit 0 when healthy,
+/// 1 when the daemon says it is not, 2 when it cannot be asked.
+pub fn status_command(config: &std::path::Path, admin: Option<SocketAddr>) -> ExitCode {
+    let addr = match admin {
+        Some(addr) => addr,
+        None => match crate::config::Config::load(config) {
+            Ok(c) => match c.admin.listen {
+                Some(addr) => addr,
+                None => {
+                    eprintln!(
+                        "{}: admin.listen is \"\": the daemon has no admin endpoint to ask",
+                        config.display()
+                    );
+                    return ExitCode::from(2);
+                }
+            },
+            Err(errors) => {
+                eprintln!("{errors}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let addr = match addr.ip() {
+        // A daemon listening on every address answers on the loopback one.
+        ip if ip.is_unspecified() && ip.is_ipv4() => {
+            SocketAddr::from(([127, 0, 0, 1], addr.port()))
+        }
+        ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
+        _ => addr,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(get(addr, "/status")) {
+        Ok((200, body)) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((_, body)) => {
+            print!("{body}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
