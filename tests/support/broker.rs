@@ -17,8 +17,10 @@
 //!   `autosave_interval 1` through [`BrokerOptions::extra_config`] (slow
 //!   with thousands of messages: each save rewrites the whole database).
 //!
-//! Readiness is "the port accepts TCP": that probe connection shows up in
-//! the log as a client that went away (for TLS: a failed handshake).
+//! Readiness is "this start logged `running` and the port accepts TCP"; the
+//! probe connection shows up in the log as a client that went away (for
+//! TLS: a failed handshake). A first start that loses its port to a
+//! parallel test tries another free port.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -87,17 +89,26 @@ impl Broker {
             .prefix("mosquitto-")
             .tempdir()
             .expect("create a temp dir for mosquitto");
-        let port = free_tcp_port();
-        let config = render_config(port, dir.path(), &options);
-        let config_path = dir.path().join("mosquitto.conf");
-        std::fs::write(&config_path, config).expect("write mosquitto.conf");
         let mut broker = Broker {
             dir,
-            port,
+            port: 0,
             child: None,
         };
-        broker.launch();
-        broker
+        // The free port can be taken by a parallel test between our probe
+        // and mosquitto's bind: then mosquitto exits at once, and a new port
+        // is tried. Only the first start may move; restarts keep the port.
+        for attempt in 1..=PORT_ATTEMPTS {
+            broker.port = free_tcp_port();
+            let config = render_config(broker.port, broker.dir.path(), &options);
+            std::fs::write(broker.dir.path().join("mosquitto.conf"), config)
+                .expect("write mosquitto.conf");
+            match broker.try_launch() {
+                Ok(()) => return broker,
+                Err(Launch::PortTaken) if attempt < PORT_ATTEMPTS => continue,
+                Err(failure) => broker.fail(failure),
+            }
+        }
+        unreachable!("the last attempt either returns or panics")
     }
 
     pub fn port(&self) -> u16 {
@@ -171,6 +182,19 @@ impl Broker {
     }
 
     fn launch(&mut self) {
+        if let Err(failure) = self.try_launch() {
+            self.fail(failure);
+        }
+    }
+
+    /// Starts mosquitto and waits until this start of it logged `running`
+    /// (its listeners are open) and accepts TCP. Counting this start's own
+    /// `running` line matters: a bare TCP probe can be answered by another
+    /// process that grabbed the port, and the log holds earlier starts'
+    /// lines after a restart.
+    fn try_launch(&mut self) -> Result<(), Launch> {
+        let log_path = self.dir.path().join("mosquitto.log");
+        let runs_before = count_running(&read_lossy(&log_path));
         let config = self.dir.path().join("mosquitto.conf");
         let mut child = spawn_logged(
             Command::new("mosquitto").arg("-c").arg(&config),
@@ -183,23 +207,57 @@ impl Broker {
                 exited = Some(status);
                 return true;
             }
-            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            count_running(&read_lossy(&log_path)) > runs_before
+                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
         });
         if let Some(status) = exited {
-            panic!(
-                "mosquitto exited with {status} during start-up; log:\n{}",
-                self.log()
-            );
+            let log = self.log();
+            return Err(if log.contains("Address already in use") {
+                Launch::PortTaken
+            } else {
+                Launch::Exited(status)
+            });
         }
         if ready.is_err() {
             kill_and_reap(&mut child);
-            panic!(
-                "mosquitto did not accept TCP on {addr} within {WAIT:?}; log:\n{}",
-                self.log()
-            );
+            return Err(Launch::NotReady);
         }
         self.child = Some(child);
+        Ok(())
     }
+
+    fn fail(&self, failure: Launch) -> ! {
+        let addr = self.addr();
+        match failure {
+            Launch::PortTaken => panic!(
+                "mosquitto could not bind {addr}: another process holds the port; log:\n{}",
+                self.log()
+            ),
+            Launch::Exited(status) => panic!(
+                "mosquitto exited with {status} during start-up; log:\n{}",
+                self.log()
+            ),
+            Launch::NotReady => panic!(
+                "mosquitto did not log 'running' and accept TCP on {addr} within {WAIT:?}; log:\n{}",
+                self.log()
+            ),
+        }
+    }
+}
+
+/// How many fresh ports a first start tries before giving up.
+const PORT_ATTEMPTS: u32 = 5;
+
+/// Why a start of mosquitto failed.
+enum Launch {
+    PortTaken,
+    Exited(ExitStatus),
+    NotReady,
+}
+
+/// mosquitto logs `mosquitto version X running` once its listeners are open.
+fn count_running(log: &str) -> usize {
+    log.lines().filter(|l| l.ends_with(" running")).count()
 }
 
 impl Drop for Broker {
