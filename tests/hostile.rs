@@ -90,7 +90,7 @@ fn garbage(n: u32) -> Vec<u8> {
         1 => {
             let tkl = 9 + (n % 7) as u8;
             let mut d = vec![0x40 | tkl, 0x02, mid[0], mid[1]];
-            d.extend(std::iter::repeat_n(0xab, usize::from(tkl)));
+            d.resize(4 + usize::from(tkl), 0xab);
             d
         }
         2 => vec![0x40, 0x02, mid[0], mid[1], 0xbd, 0x05, b's'],
