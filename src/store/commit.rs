@@ -129,15 +129,25 @@ struct Accepted<R> {
 
 impl Queue {
     /// Reopens an unavailable store; logs the outcome once per attempt.
-    fn try_recover(&self) {
-        match self.reopen() {
+    pub(super) fn try_recover(&self) {
+        match self.reopen(super::Damage::KeepUnavailable) {
             Ok(_) => {
+                self.inner.damage_logged.store(false, Ordering::Relaxed);
                 log::warn!(
                     "store {}: available again; {} messages queued",
                     self.inner.path.display(),
                     self.depth().0
                 );
                 self.inner.new_data.notify_one();
+            }
+            // Damage found on a reopen is loud (it needs a person if it
+            // lasts); an I/O error was logged when it happened.
+            Err(e @ super::StoreError::Damaged { .. }) => {
+                if self.inner.damage_logged.swap(true, Ordering::Relaxed) {
+                    log::debug!("{e}");
+                } else {
+                    log::error!("{e}");
+                }
             }
             Err(e) => log::debug!(
                 "store {}: still unavailable: {e}",

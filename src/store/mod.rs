@@ -19,7 +19,10 @@
 //!   recovers. So the store can be *unavailable*: the sled handles are
 //!   dropped, appenders are told so (devices get 5.03), readers see an empty
 //!   queue, and the committer reopens the store at most once a second. What
-//!   was flushed before the error is intact after the reopen.
+//!   was flushed before the error is intact after the reopen. A reopen
+//!   never moves the store aside (only the first open at start-up does),
+//!   and every open first removes snapshots sled left unfinished, which a
+//!   reopen on a still-full disk produces and sled would call corruption.
 
 pub mod commit;
 pub mod record;
@@ -59,6 +62,8 @@ pub enum StoreError {
     },
     #[error("store {path}: written by a newer coap2mqtt (format {found}, this one reads up to {FORMAT_VERSION}); upgrade the daemon or move the directory aside")]
     NewerFormat { path: PathBuf, found: u64 },
+    #[error("store {path}: sled reports damage ({reason}) on a reopen while running; the store is kept as it is and stays unavailable (a restart moves it aside)")]
+    Damaged { path: PathBuf, reason: String },
     #[error("store {path}: could not move the corrupt store aside: {source}")]
     MoveAside {
         path: PathBuf,
@@ -120,6 +125,9 @@ struct Inner {
     limits: Limits,
     stats: Stats,
     new_data: Notify,
+    /// A reopen found damage and said so at error level; quieter until the
+    /// store is back.
+    damage_logged: std::sync::atomic::AtomicBool,
 }
 
 /// The open sled database and its trees.
@@ -154,6 +162,7 @@ impl Queue {
                 limits,
                 stats: Stats::default(),
                 new_data: Notify::new(),
+                damage_logged: Default::default(),
             }),
         };
         let mut opened = Opened {
@@ -161,7 +170,7 @@ impl Queue {
             moved_aside: None,
             unavailable: None,
         };
-        match opened.queue.reopen() {
+        match opened.queue.reopen(Damage::MoveAside) {
             Ok(aside) => opened.moved_aside = aside,
             Err(e @ (StoreError::NewerFormat { .. } | StoreError::MoveAside { .. })) => {
                 return Err(e)
@@ -171,9 +180,11 @@ impl Queue {
         Ok(opened)
     }
 
-    /// Opens the sled files and installs them; on corruption moves the store
-    /// aside first. Returns where it was moved, if it was.
-    fn reopen(&self) -> Result<Option<PathBuf>, StoreError> {
+    /// Opens the sled files and installs them. What a report of corruption
+    /// does is `on_damage`'s to say: at start-up the store is moved aside
+    /// (returning where), while running it stays unavailable (see
+    /// [`Damage`]).
+    fn reopen(&self, on_damage: Damage) -> Result<Option<PathBuf>, StoreError> {
         let path = &self.inner.path;
         let mut slot = self
             .inner
@@ -182,8 +193,15 @@ impl Queue {
             .unwrap_or_else(|p| p.into_inner());
         // The old handles must be gone before sled can lock the files again.
         *slot = None;
+        remove_unfinished_snapshots(path);
         let (handles, aside) = match Self::open_handles(path, self.inner.cache_bytes) {
             Ok(h) => (h, None),
+            Err(OpenFailure::Corrupt(reason)) if on_damage == Damage::KeepUnavailable => {
+                return Err(StoreError::Damaged {
+                    path: path.to_path_buf(),
+                    reason,
+                });
+            }
             Err(OpenFailure::Corrupt(reason)) => {
                 let aside = aside_path(path);
                 std::fs::rename(path, &aside).map_err(|source| StoreError::MoveAside {
@@ -419,6 +437,47 @@ impl Handles {
             bytes += v.len() as u64;
         }
         Ok((count, bytes))
+    }
+}
+
+/// What a reopen does when sled reports the store's files as damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Damage {
+    /// At start-up: move the store aside and start empty, so a store that
+    /// really is damaged cannot crash-loop the daemon.
+    MoveAside,
+    /// While running (after an I/O error such as a full disk): never
+    /// abandon a store that held acknowledged messages a moment ago. The
+    /// "damage" is then most likely a file sled left half-written when the
+    /// disk filled; the store stays unavailable and is tried again.
+    KeepUnavailable,
+}
+
+/// Removes `snap.*.generating` files: snapshots sled began to write but
+/// never finished (it writes them under that name, syncs, then renames
+/// them, and deletes older snapshots only after the rename). One left
+/// behind by a full disk is empty or truncated, and sled, which reads the
+/// newest-sorting snapshot file, would report the whole store as corrupt.
+/// The older snapshot and the log hold everything, so the leftover can go.
+fn remove_unfinished_snapshots(path: &Path) {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => log::warn!(
+                    "store {}: removed {name}, a snapshot sled never finished writing",
+                    path.display()
+                ),
+                Err(e) => log::warn!(
+                    "store {}: cannot remove the unfinished snapshot {name}: {e}",
+                    path.display()
+                ),
+            }
+        }
     }
 }
 

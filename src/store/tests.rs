@@ -301,3 +301,58 @@ fn an_unavailable_store_answers_unavailable_and_applies_removals_once_back() {
         vec!["m1".to_string(), "m2".into(), format!("m{i}")]
     );
 }
+
+/// A snapshot sled began when the disk was full: an empty
+/// `snap.*.generating` file, which sled alone would read as corruption.
+fn leave_unfinished_snapshot(path: &Path) {
+    std::fs::write(path.join("snap.FFFFFFFFFFFFFFFF.generating"), b"").expect("write");
+}
+
+#[test]
+fn an_unfinished_snapshot_left_by_a_full_disk_does_not_cost_the_queue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q");
+    {
+        let q = open(dir.path(), limits(100, 1 << 20, OnFull::Reject));
+        let (cmds, _rx) = appends(0..3);
+        run(&q, cmds);
+    }
+    leave_unfinished_snapshot(&path);
+    let opened = Queue::open(&path, 4 << 20, limits(100, 1 << 20, OnFull::Reject)).expect("opens");
+    assert_eq!(
+        opened.moved_aside, None,
+        "the store must not be moved aside"
+    );
+    assert_eq!(payloads(&opened.queue), vec!["m0", "m1", "m2"]);
+}
+
+#[test]
+fn damage_found_while_running_keeps_the_store_and_leaves_it_unavailable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("q");
+    let q = open(dir.path(), limits(100, 1 << 20, OnFull::Reject));
+    let (cmds, _rx) = appends(0..3);
+    run(&q, cmds);
+    q.flush().expect("flush");
+    // An I/O error dropped the handles; meanwhile a finished-looking but
+    // broken snapshot appeared (sorts last, so sled reads it).
+    q.drop_handles();
+    std::fs::write(path.join("snap.FFFFFFFFFFFFFFFF"), b"broken").expect("write");
+    q.try_recover();
+    assert!(!q.is_available(), "damage while running: stay unavailable");
+    assert!(path.exists(), "the store stays where it is");
+    let siblings: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(
+        siblings,
+        vec![std::ffi::OsString::from("q")],
+        "nothing moved aside"
+    );
+    // Once the damage is gone, the next attempt recovers every message.
+    std::fs::remove_file(path.join("snap.FFFFFFFFFFFFFFFF")).expect("remove");
+    q.try_recover();
+    assert!(q.is_available());
+    assert_eq!(payloads(&q), vec!["m0", "m1", "m2"]);
+}
