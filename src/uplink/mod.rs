@@ -519,7 +519,13 @@ fn closed_by_broker(error: &ConnectionError) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     match error {
         ConnectionError::MqttState(StateError::ConnectionAborted) => true,
-        ConnectionError::MqttState(StateError::Io(e)) | ConnectionError::Io(e) => {
+        // A read error surfaces through rumqttc's codec as a decoding error
+        // wrapping the I/O error.
+        ConnectionError::MqttState(StateError::Io(e))
+        | ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(
+            e,
+        )))
+        | ConnectionError::Io(e) => {
             matches!(
                 e.kind(),
                 ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe
@@ -571,6 +577,10 @@ mod tests {
         assert!(closed_by_broker(&ConnectionError::Io(eof)));
         assert!(closed_by_broker(&ConnectionError::MqttState(
             StateError::ConnectionAborted
+        )));
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert!(closed_by_broker(&ConnectionError::MqttState(
+            StateError::Deserialization(rumqttc::mqttbytes::Error::Io(reset))
         )));
         assert!(!closed_by_broker(&ConnectionError::NetworkTimeout));
         assert!(!closed_by_broker(&ConnectionError::MqttState(
