@@ -234,6 +234,9 @@ impl<R: Send + 'static> Uplink<R> {
         );
         self.dead_letter_repeat_offenders().await;
 
+        // From here on the event loop is polled by a task of its own: a
+        // poll must never be dropped half-way (see `EventPump`).
+        let mut events = EventPump::start(events);
         let mut session = Session::default();
         if let Some(topic) = &self.settings.status_topic {
             if client
@@ -273,13 +276,13 @@ impl<R: Send + 'static> Uplink<R> {
                     log::warn!("uplink: broker did not confirm 'offline' in time; closing anyway");
                     return SessionEnd::Shutdown;
                 }
-                event = events.poll() => match event {
+                event = events.next() => match event {
                     Ok(event) => {
                         let done = self.on_event(event, &mut session).await;
                         if done && closing_since.is_some() {
                             let _ = client.try_disconnect();
                             // Let the event loop write the DISCONNECT.
-                            let _ = tokio::time::timeout(Duration::from_millis(500), drain(&mut events)).await;
+                            let _ = tokio::time::timeout(Duration::from_millis(500), events.until_disconnect_written()).await;
                             return SessionEnd::Shutdown;
                         }
                     }
@@ -552,11 +555,66 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-async fn drain(events: &mut EventLoop) {
-    while let Ok(event) = events.poll().await {
-        if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
-            return;
+/// Polls a connected event loop in a task of its own and hands its events
+/// over a channel.
+///
+/// Why: rumqttc 0.25 takes a request from its channel, records it (and
+/// queues its `Outgoing::Publish` event), then awaits the socket write and
+/// flush inside one `poll()`. A session that raced `poll()` against other
+/// futures in a `select!` dropped that poll whenever the queue woke it up:
+/// a publish could then be recorded as sent but never written (its
+/// in-flight slot never freed, its PUBACK never coming, the message stuck
+/// until the next reconnect), or left unflushed until the next keep-alive.
+/// Here a poll always runs to completion; the session waits on the channel,
+/// which is safe to drop at any point.
+struct EventPump {
+    events: tokio::sync::mpsc::Receiver<Result<Event, ConnectionError>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EventPump {
+    /// Events buffered between the pump and the session.
+    const CAPACITY: usize = 64;
+
+    fn start(mut event_loop: EventLoop) -> EventPump {
+        let (tx, events) = tokio::sync::mpsc::channel(Self::CAPACITY);
+        let task = tokio::spawn(async move {
+            loop {
+                let event = event_loop.poll().await;
+                let failed = event.is_err();
+                if tx.send(event).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        EventPump { events, task }
+    }
+
+    /// The next event; an error ends the connection.
+    async fn next(&mut self) -> Result<Event, ConnectionError> {
+        match self.events.recv().await {
+            Some(event) => event,
+            // The pump only stops after sending its error, so this is a
+            // pump that panicked.
+            None => Err(ConnectionError::MqttState(StateError::ConnectionAborted)),
         }
+    }
+
+    /// Waits until rumqttc reports the DISCONNECT as written, or the end.
+    async fn until_disconnect_written(&mut self) {
+        while let Some(Ok(event)) = self.events.recv().await {
+            if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for EventPump {
+    /// The connection ends with the session: dropping the event loop (in
+    /// the aborted task) closes the socket.
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
