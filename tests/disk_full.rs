@@ -7,51 +7,13 @@
 
 mod support;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 use support::broker::Broker;
 use support::coap::{CoapClient, Code};
 use support::daemon::{Daemon, DaemonConfig, RouteConfig};
+use support::disk::SmallDisk;
 use support::subscriber::Subscriber;
 use support::{free_udp_port, wait_until, WAIT};
-
-/// A size-limited tmpfs, unmounted on drop.
-struct SmallDisk {
-    dir: PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(dir: &Path, size: &str) -> Option<SmallDisk> {
-        std::fs::create_dir_all(dir).expect("mount point");
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        ok.then(|| SmallDisk {
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    /// Writes a filler file until the filesystem refuses more.
-    fn fill(&self) -> PathBuf {
-        let path = self.dir.join("filler");
-        let mut file = std::fs::File::create(&path).expect("create filler");
-        let chunk = vec![0x5au8; 64 * 1024];
-        while file.write_all(&chunk).is_ok() {}
-        let _ = file.sync_all();
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
 
 #[test]
 fn full_disk_gets_503_then_recovers_with_the_queue_intact() {

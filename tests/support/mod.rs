@@ -17,6 +17,7 @@ pub mod coap;
 pub mod coap_cli;
 pub mod coap_client;
 pub mod daemon;
+pub mod disk;
 pub mod proxy;
 pub mod subscriber;
 

@@ -234,6 +234,21 @@ impl Subscriber {
             .collect()
     }
 
+    /// Messages (not probes) received at raw positions `from..`, and the
+    /// position to continue from next time. Clones only the new tail, so a
+    /// long run can follow a subscriber holding millions of messages.
+    pub fn messages_from(&self, from: usize) -> (Vec<Received>, usize) {
+        let received = self.received.lock().expect("received lock");
+        let tail = received
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .filter(|m| m.topic != self.probe_topic)
+            .cloned()
+            .collect();
+        (tail, received.len())
+    }
+
     pub fn count(&self) -> usize {
         self.messages().len()
     }
@@ -247,7 +262,10 @@ impl Subscriber {
                 .iter()
                 .rev()
                 .take(5)
-                .map(|m| format!("{} {:?}", m.topic, m.payload_str()))
+                .map(|m| {
+                    let payload: String = m.payload_str().chars().take(60).collect();
+                    format!("{} {payload:?}", m.topic)
+                })
                 .collect();
             panic!(
                 "subscriber {} got {} of {n} messages within {timeout:?}; last: {tail:?}; stderr: {}",
