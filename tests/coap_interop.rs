@@ -25,7 +25,7 @@ const MAX_PAYLOAD: usize = 256;
 struct Gateway {
     broker: Broker,
     subscriber: Subscriber,
-    daemon: Daemon,
+    _daemon: Daemon,
     port: u16,
 }
 
@@ -71,7 +71,7 @@ methods = ["PUT"]
         Gateway {
             broker,
             subscriber,
-            daemon,
+            _daemon: daemon,
             port,
         }
     }
