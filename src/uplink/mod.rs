@@ -540,11 +540,43 @@ fn closed_by_broker(error: &ConnectionError) -> bool {
 
 /// A connect error in words an operator can act on.
 fn explain(error: &ConnectionError) -> String {
+    use rustls::AlertDescription as Alert;
+    match tls_alert(error) {
+        Some(Alert::CertificateRequired) => {
+            return "the broker requires a client certificate: set mqtt.client_cert and mqtt.client_key".into();
+        }
+        Some(
+            alert @ (Alert::BadCertificate
+            | Alert::UnknownCA
+            | Alert::CertificateUnknown
+            | Alert::AccessDenied),
+        ) => {
+            return format!("the broker refused our client certificate ({alert:?}): check that mqtt.client_cert is signed by a CA the broker trusts");
+        }
+        _ => {}
+    }
     match error {
         ConnectionError::Tls(e) => format!("TLS handshake failed: {e} (check mqtt.ca_file, client_cert, client_key and the broker's host name)"),
         ConnectionError::ConnectionRefused(code) => format!("the broker refused the connection: {code:?} (check client_id, username and password_file)"),
         ConnectionError::NetworkTimeout => "no CONNACK within the connect timeout (broker unreachable or not answering)".into(),
         other => other.to_string(),
+    }
+}
+
+/// The TLS alert the broker sent, if that is what ended the connection.
+/// rustls reports it as an I/O error that rumqttc wraps once or twice.
+fn tls_alert(error: &ConnectionError) -> Option<rustls::AlertDescription> {
+    let io = match error {
+        ConnectionError::Io(e)
+        | ConnectionError::MqttState(StateError::Io(e))
+        | ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(
+            e,
+        ))) => e,
+        _ => return None,
+    };
+    match io.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert) => Some(*alert),
+        _ => None,
     }
 }
 
@@ -627,6 +659,16 @@ mod tests {
         assert_eq!(publish_packet_size("t", 0), 1 + 1 + 5);
         assert_eq!(publish_packet_size("t", 122), 1 + 1 + 127);
         assert_eq!(publish_packet_size("t", 123), 1 + 2 + 128);
+    }
+
+    #[test]
+    fn a_missing_client_certificate_is_explained_with_the_keys_to_set() {
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, alert);
+        let error = ConnectionError::MqttState(StateError::Deserialization(
+            rumqttc::mqttbytes::Error::Io(io),
+        ));
+        assert!(explain(&error).contains("set mqtt.client_cert and mqtt.client_key"));
     }
 
     #[test]
