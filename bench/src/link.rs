@@ -3,11 +3,9 @@
 //!
 //! A [`Link`] carries whole CoAP datagrams to one server and back. Plain UDP
 //! is one connected socket per device, so the daemon sees one peer per
-//! device, as it would in the field. DTLS-PSK will be one
+//! device, as it would in the field. DTLS-PSK is one
 //! `webrtc_dtls::conn::DTLSConn` client per device (identity and key per
-//! device, one session each) behind the same trait; [`Transport::Dtls`]
-//! holds its settings and the bench driver already reports its rows as "not
-//! yet measured" until the daemon's DTLS transport lands.
+//! device, one session each) behind the same trait.
 
 use std::future::Future;
 use std::io;
@@ -61,16 +59,72 @@ impl Link for UdpLink {
     }
 }
 
-/// The DTLS-PSK device link. Not built yet: the daemon's DTLS transport is
-/// in progress. The plan: `webrtc-dtls = "=0.12.0"`, a `DTLSConn::new`
-/// client per device over its own connected UDP socket, PSK callback
-/// returning the device's key, `psk_identity_hint` = its identity, cipher
-/// suite `TLS_PSK_WITH_AES_128_GCM_SHA256` set explicitly (the CBC suite's
-/// reader panics on a short record, see DESIGN.md), and the handshake time
-/// recorded so the driver can report handshakes per second.
-pub fn dtls_unavailable() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        "DTLS-PSK devices are not implemented yet (they land with the daemon's DTLS transport)",
-    )
+/// A DTLS-PSK device: its own connected UDP socket and one
+/// `webrtc_dtls` client session, identity and key of its own, with the CoAP
+/// mandatory suite TLS_PSK_WITH_AES_128_CCM_8 (what the smallest devices
+/// speak). The handshake happens in [`DtlsLink::connect`].
+pub struct DtlsLink {
+    conn: webrtc_dtls::conn::DTLSConn,
+}
+
+impl DtlsLink {
+    pub async fn connect(server: SocketAddr, identity: &str, key: &[u8]) -> io::Result<DtlsLink> {
+        use webrtc_dtls::cipher_suite::CipherSuiteId;
+        use webrtc_dtls::config::{Config, ExtendedMasterSecretType};
+        let UdpLink { socket } = UdpLink::connect(server).await?;
+        let key = key.to_vec();
+        let config = Config {
+            psk: Some(std::sync::Arc::new(move |_hint: &[u8]| Ok(key.clone()))),
+            // On a client this is the identity it sends.
+            psk_identity_hint: Some(identity.as_bytes().to_vec()),
+            cipher_suites: vec![CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8],
+            extended_master_secret: ExtendedMasterSecretType::Request,
+            ..Default::default()
+        };
+        let conn = webrtc_dtls::conn::DTLSConn::new(std::sync::Arc::new(socket), config, true, None)
+            .await
+            .map_err(|e| io::Error::other(format!("DTLS handshake as {identity}: {e}")))?;
+        Ok(DtlsLink { conn })
+    }
+}
+
+impl Link for DtlsLink {
+    async fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
+        use webrtc_util::Conn;
+        self.conn
+            .send(datagram)
+            .await
+            .map(|_| ())
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use webrtc_util::Conn;
+        self.conn
+            .recv(buf)
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+/// Either kind of device link, so one load run holds one type.
+pub enum AnyLink {
+    Udp(UdpLink),
+    Dtls(Box<DtlsLink>),
+}
+
+impl Link for AnyLink {
+    async fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
+        match self {
+            AnyLink::Udp(l) => l.send(datagram).await,
+            AnyLink::Dtls(l) => l.send(datagram).await,
+        }
+    }
+
+    async fn recv(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            AnyLink::Udp(l) => l.recv(buf).await,
+            AnyLink::Dtls(l) => l.recv(buf).await,
+        }
+    }
 }

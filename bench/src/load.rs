@@ -32,7 +32,7 @@
 //! lowers it, as it should.
 
 use crate::coap::{self, MsgType, Request};
-use crate::link::{dtls_unavailable, Link, Transport, UdpLink};
+use crate::link::{AnyLink, DtlsLink, Link, Transport, UdpLink};
 use hdrhistogram::Histogram;
 use rand::Rng;
 use serde::Serialize;
@@ -89,6 +89,9 @@ pub struct LoadConfig {
     /// How long outstanding exchanges may finish after the load stops.
     pub grace: Duration,
     pub transmission: Transmission,
+    /// Connect every device, then hold the sessions idle this long and
+    /// send nothing (to measure what idle sessions cost the server).
+    pub idle_hold: Option<Duration>,
 }
 
 /// Latency summary in microseconds.
@@ -159,6 +162,15 @@ pub struct LoadReport {
     pub latency_us: Latency,
     /// Open loop: from the scheduled send time to the response.
     pub latency_from_schedule_us: Latency,
+    /// Devices connected before the load (DTLS: handshakes completed).
+    #[serde(default)]
+    pub connected: u64,
+    /// Devices that could not connect (DTLS: failed handshakes).
+    #[serde(default)]
+    pub connect_failures: u64,
+    /// Seconds from the first connect to the last one done.
+    #[serde(default)]
+    pub connect_s: f64,
 }
 
 #[derive(Default)]
@@ -243,12 +255,25 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     let config = Arc::new(config);
 
     // Connect every device first, so set-up is not part of the timing.
-    let mut links = Vec::with_capacity(config.devices);
-    for _ in 0..config.devices {
-        match &config.transport {
-            Transport::Udp => links.push(UdpLink::connect(config.target).await?),
-            Transport::Dtls { .. } => return Err(dtls_unavailable().into()),
-        }
+    let connect_started = Instant::now();
+    let (links, connect_failures) = connect_all(&config).await?;
+    let connect_s = connect_started.elapsed().as_secs_f64();
+    let connected = links.len() as u64;
+    anyhow::ensure!(
+        connected > 0,
+        "no device could connect ({connect_failures} failed)"
+    );
+    if let Some(hold) = config.idle_hold {
+        // Tell a watching driver, then keep the sessions open and quiet.
+        eprintln!("coap-load: connected {connected} devices in {connect_s:.2} s; holding them idle");
+        tokio::time::sleep(hold).await;
+        drop(links);
+        return Ok(LoadReport {
+            connected,
+            connect_failures,
+            connect_s,
+            ..LoadReport::default()
+        });
     }
 
     let start = Instant::now() + Duration::from_millis(20);
@@ -309,7 +334,67 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         rate_ok_per_s,
         latency_us: Latency::of(&h),
         latency_from_schedule_us: Latency::of(&hs),
+        connected,
+        connect_failures,
+        connect_s,
     })
+}
+
+/// Handshakes under way at once while connecting DTLS devices: enough to
+/// keep both cores busy, few enough to stay under the server's limit.
+const PARALLEL_HANDSHAKES: usize = 64;
+
+/// Connects every device; DTLS devices handshake [`PARALLEL_HANDSHAKES`] at
+/// a time. Returns the links and how many failed to connect.
+async fn connect_all(config: &LoadConfig) -> anyhow::Result<(Vec<AnyLink>, u64)> {
+    let mut links = Vec::with_capacity(config.devices);
+    match &config.transport {
+        Transport::Udp => {
+            for _ in 0..config.devices {
+                links.push(AnyLink::Udp(UdpLink::connect(config.target).await?));
+            }
+            Ok((links, 0))
+        }
+        Transport::Dtls {
+            identity_prefix,
+            key_hex,
+        } => {
+            let key = decode_hex(key_hex)?;
+            let semaphore = Arc::new(tokio::sync::Semaphore::new(PARALLEL_HANDSHAKES));
+            let mut handshakes = Vec::with_capacity(config.devices);
+            for i in 0..config.devices {
+                let permit = semaphore.clone().acquire_owned().await?;
+                let (target, identity, key) =
+                    (config.target, format!("{identity_prefix}{i}"), key.clone());
+                handshakes.push(tokio::spawn(async move {
+                    let link = DtlsLink::connect(target, &identity, &key).await;
+                    drop(permit);
+                    link
+                }));
+            }
+            let mut failures = 0;
+            for h in handshakes {
+                match h.await? {
+                    Ok(link) => links.push(AnyLink::Dtls(Box::new(link))),
+                    Err(e) => {
+                        if failures == 0 {
+                            eprintln!("coap-load: {e}");
+                        }
+                        failures += 1;
+                    }
+                }
+            }
+            Ok((links, failures))
+        }
+    }
+}
+
+fn decode_hex(hex: &str) -> anyhow::Result<Vec<u8>> {
+    anyhow::ensure!(hex.len() % 2 == 0, "odd-length hex key");
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(Into::into))
+        .collect()
 }
 
 /// How one exchange ended.

@@ -67,13 +67,17 @@ struct Cli {
     /// Runtime worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// DTLS-PSK devices: identity prefix (device i is <prefix><i>).
-    /// Not implemented yet; reserved for the DTLS transport.
+    /// DTLS-PSK devices: identity prefix (device i is <prefix><i>); the
+    /// target is then the daemon's DTLS port.
     #[arg(long)]
     psk_identity_prefix: Option<String>,
     /// DTLS-PSK key, hex.
     #[arg(long, requires = "psk_identity_prefix")]
     psk_key_hex: Option<String>,
+    /// Connect every device, hold the sessions idle this many seconds, send
+    /// nothing, and exit (prints "connected N devices" to stderr first).
+    #[arg(long)]
+    idle_hold: Option<f64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -112,6 +116,7 @@ fn main() -> anyhow::Result<()> {
             ack_timeout_ms: cli.ack_timeout_ms,
             ..Transmission::default()
         },
+        idle_hold: cli.idle_hold.map(Duration::from_secs_f64),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(1))
