@@ -21,6 +21,7 @@ pub struct Results {
     pub drain: Option<Drain>,
     pub memory: Memory,
     pub queued: Option<Queued>,
+    pub dtls: Option<DtlsPhase>,
     /// Figures the instrument cannot measure yet, and why.
     pub not_measured: Vec<(String, String)>,
     /// Warnings and errors the daemon logged during the run.
@@ -176,4 +177,25 @@ pub fn median_u64(values: &[u64]) -> u64 {
     let mut v = values.to_vec();
     v.sort_unstable();
     v[(v.len() - 1) / 2]
+}
+
+/// DTLS-PSK: end to end, handshakes, and what idle sessions cost.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DtlsPhase {
+    /// Kind "DTLS CON", closed loop, one session per device.
+    pub throughput: Vec<ThroughputPoint>,
+    pub idle: Vec<IdleSessions>,
+}
+
+/// One fresh DTLS daemon holding `sessions` idle sessions.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IdleSessions {
+    pub sessions: usize,
+    pub connected: u64,
+    pub failed: u64,
+    /// Seconds to complete every handshake, 64 under way at a time.
+    pub connect_s: f64,
+    pub handshakes_per_s: f64,
+    pub rss_before: u64,
+    pub rss_with_sessions: u64,
 }

@@ -9,7 +9,9 @@ use anyhow::Context;
 use clap::Parser;
 use coap2mqtt_bench::harness::broker::Broker;
 use coap2mqtt_bench::harness::ceiling::{self, Echo};
-use coap2mqtt_bench::harness::daemon::{disk_usage, rss_bytes, Daemon, DaemonConfig, RssSampler};
+use coap2mqtt_bench::harness::daemon::{
+    disk_usage, rss_bytes, Daemon, DaemonConfig, DtlsListener, RssSampler,
+};
 use coap2mqtt_bench::harness::machine::{udp_rcvbuf_errors, Machine};
 use coap2mqtt_bench::harness::subscriber::Subscriber;
 use coap2mqtt_bench::harness::{free_tcp_port, free_udp_port};
@@ -18,7 +20,9 @@ use coap2mqtt_bench::report;
 use coap2mqtt_bench::results::*;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
 
@@ -138,11 +142,6 @@ fn main() -> anyhow::Result<()> {
         started_unix_s: unix_us() / 1_000_000,
         machine: Machine::read(),
         settings: ctx.settings.clone(),
-        not_measured: vec![
-            ("DTLS-PSK end to end".into(), "the daemon's DTLS transport has not landed; the load generator's DTLS link is a stub (bench/src/link.rs)".into()),
-            ("PSK handshakes per second".into(), "needs the DTLS transport".into()),
-            ("RSS with 1,000 / 10,000 idle DTLS sessions".into(), "needs the DTLS transport".into()),
-        ],
         ..Results::default()
     };
     let outcome = run_all(&ctx, &mut results);
@@ -261,6 +260,7 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
             commit_max_batch: s.commit_max_batch,
             store_path: ctx.work.join("daemon-main/queue"),
             env: ctx.env(),
+            dtls: None,
         },
     )?;
     results.memory.ready_empty_s = daemon.ready_after.as_secs_f64();
@@ -371,6 +371,8 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
     daemon.stop();
     results.daemon_warnings.extend(daemon.warnings());
     drop(daemon);
+
+    results.dtls = Some(dtls_phase(ctx, &broker, &sub)?);
     ctx.rt.block_on(sub.disconnect());
     drop(broker);
 
@@ -380,6 +382,148 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
     results.drain = Some(drain_phase(ctx, results)?);
     results.queued = Some(queued_phase(ctx, results)?);
     Ok(())
+}
+
+/// Identities `bench-dev-0` .. of the DTLS devices, all with this key.
+const PSK_PREFIX: &str = "bench-dev-";
+const PSK_HEX: &str = "000102030405060708090a0b0c0d0e0f";
+/// The idle-session counts the targets name.
+const IDLE_SESSIONS: [usize; 2] = [1_000, 10_000];
+
+/// A daemon with a DTLS-PSK listener and a PSK file for every device.
+fn dtls_daemon(ctx: &Ctx, broker_port: u16, name: &str) -> anyhow::Result<(Daemon, SocketAddr)> {
+    let dir = ctx.work.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let psk_file = dir.join("psk.toml");
+    let devices = IDLE_SESSIONS.iter().copied().max().unwrap_or(0);
+    let mut text = String::from("[psk]\n");
+    for i in 0..devices {
+        text.push_str(&format!("\"{PSK_PREFIX}{i}\" = \"hex:{PSK_HEX}\"\n"));
+    }
+    std::fs::write(&psk_file, text)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&psk_file, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let listener = DtlsListener {
+        port: free_udp_port()?,
+        psk_file,
+    };
+    let addr = listener.addr();
+    let daemon = Daemon::start(
+        &ctx.daemon_bin,
+        &dir,
+        DaemonConfig {
+            coap_port: free_udp_port()?,
+            mqtt_port: broker_port,
+            inflight: ctx.settings.inflight,
+            commit_max_batch: ctx.settings.commit_max_batch,
+            store_path: dir.join("queue"),
+            env: ctx.env(),
+            dtls: Some(listener),
+        },
+    )?;
+    Ok((daemon, addr))
+}
+
+/// DTLS-PSK CON end to end at each concurrency (one session per device),
+/// then, each on a fresh daemon, the RSS cost of 1,000 and 10,000 idle
+/// sessions and the handshake rate that set them up.
+fn dtls_phase(ctx: &Ctx, broker: &Broker, sub: &Subscriber) -> anyhow::Result<DtlsPhase> {
+    let s = &ctx.settings;
+    let mut phase = DtlsPhase::default();
+    let (mut daemon, dtls) = dtls_daemon(ctx, broker.port, "daemon-dtls")?;
+    for &c in &s.concurrencies {
+        let mut runs = Vec::new();
+        for r in 0..s.repeats {
+            let run_name = format!("dtls{c}r{r}");
+            let rep = ctx.load(&[
+                ("--target", dtls.to_string()),
+                ("--devices", c.to_string()),
+                ("--duration", s.duration_s.to_string()),
+                ("--payload", s.payload_bytes.to_string()),
+                ("--path-prefix", format!("bench/{run_name}")),
+                ("--psk-identity-prefix", PSK_PREFIX.to_string()),
+                ("--psk-key-hex", PSK_HEX.to_string()),
+            ])?;
+            runs.push(ctx.e2e(sub, &run_name, rep));
+        }
+        let median_e2e = median(&runs.iter().map(|r| r.e2e_rate).collect::<Vec<_>>());
+        let median_coap = median(&runs.iter().map(|r| r.coap_rate).collect::<Vec<_>>());
+        let latency_us = runs
+            .iter()
+            .find(|r| r.e2e_rate == median_e2e)
+            .map(|r| r.load.latency_us.clone())
+            .unwrap_or_default();
+        say(&format!(
+            "DTLS CON c={c}: e2e {median_e2e:.0}/s, coap {median_coap:.0}/s, p99 {} µs (missing {}, handshake failures {})",
+            latency_us.p99, runs[0].missing, runs[0].load.connect_failures
+        ));
+        phase.throughput.push(ThroughputPoint {
+            kind: "DTLS CON".into(),
+            concurrency: c,
+            runs,
+            median_e2e,
+            median_coap,
+            latency_us,
+        });
+    }
+    daemon.stop();
+    drop(daemon);
+
+    for sessions in IDLE_SESSIONS {
+        let (mut daemon, dtls) = dtls_daemon(ctx, broker.port, &format!("daemon-idle-{sessions}"))?;
+        let pid = daemon.pid().context("daemon pid")?;
+        std::thread::sleep(Duration::from_secs(1));
+        let rss_before = rss_bytes(pid).unwrap_or(0);
+        let mut holder = Command::new(&ctx.load_bin)
+            .args(["--target", &dtls.to_string(), "--devices", &sessions.to_string()])
+            .args(["--psk-identity-prefix", PSK_PREFIX, "--psk-key-hex", PSK_HEX])
+            .args(["--idle-hold", "8", "--path-prefix", "bench/idle"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting coap-load")?;
+        // Wait for "connected N devices", then let the sessions settle.
+        let stderr = holder.stderr.take().context("coap-load stderr")?;
+        let mut connected_line = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line?;
+            if line.contains("connected ") {
+                connected_line = line;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        let rss_with_sessions = rss_bytes(pid).unwrap_or(0);
+        let out = holder.wait_with_output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "coap-load holding {sessions} sessions failed ({connected_line})"
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let rep: LoadReport = serde_json::from_value(v["report"].clone())?;
+        let idle = IdleSessions {
+            sessions,
+            connected: rep.connected,
+            failed: rep.connect_failures,
+            connect_s: rep.connect_s,
+            handshakes_per_s: rep.connected as f64 / rep.connect_s.max(1e-9),
+            rss_before,
+            rss_with_sessions,
+        };
+        say(&format!(
+            "{sessions} idle DTLS sessions: {} connected ({} failed) at {:.0} handshakes/s; RSS {:.1} -> {:.1} MB",
+            idle.connected,
+            idle.failed,
+            idle.handshakes_per_s,
+            rss_before as f64 / 1e6,
+            rss_with_sessions as f64 / 1e6
+        ));
+        phase.idle.push(idle);
+        daemon.stop();
+    }
+    Ok(phase)
 }
 
 /// Queue `drain_messages` with the broker down, then start it and time the
@@ -411,6 +555,7 @@ fn drain_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Drain> {
             commit_max_batch: s.commit_max_batch,
             store_path: store.clone(),
             env: ctx.env(),
+            dtls: None,
         },
     )?;
     let sampler = RssSampler::start(daemon.pid().context("pid")?);
@@ -495,6 +640,7 @@ fn queued_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Queued> {
             commit_max_batch: s.commit_max_batch,
             store_path: store.clone(),
             env: ctx.env(),
+            dtls: None,
         },
     )?;
     let pid = daemon.pid().context("pid")?;

@@ -21,6 +21,33 @@ pub struct DaemonConfig {
     pub store_path: PathBuf,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// A DTLS-PSK listener too.
+    pub dtls: Option<DtlsListener>,
+}
+
+/// The DTLS-PSK listener of a bench daemon: room for the 10,000-session
+/// phase, and no rate limit on new peers so handshakes per second measure
+/// the handshake itself (the shipped default allows 1,000 new peers/s).
+#[derive(Debug, Clone)]
+pub struct DtlsListener {
+    pub port: u16,
+    pub psk_file: PathBuf,
+}
+
+impl DtlsListener {
+    fn render(&self) -> String {
+        format!(
+            "[dtls]\nlisten = [\"127.0.0.1:{port}\"]\npsk_file = \"{psk}\"\n\
+             max_sessions = 12000\nmax_handshakes = 256\nnew_peers_per_s = 1000000\n\
+             handshake_timeout_s = 10\nidle_timeout_s = 600\n\n",
+            port = self.port,
+            psk = self.psk_file.display(),
+        )
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
 }
 
 impl DaemonConfig {
@@ -31,6 +58,7 @@ impl DaemonConfig {
             "# written by the coap2mqtt bench driver\n\
              [gateway]\nid = \"bench\"\n\n\
              [coap]\nlisten = [\"127.0.0.1:{coap}\"]\n\n\
+             {dtls}\
              [mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt}\"\nclient_id = \"coap2mqtt-bench\"\n\
              inflight = {inflight}\nreconnect_min_ms = 100\nreconnect_max_s = 1\n\n\
              [store]\npath = \"{store}\"\nmax_messages = 4000000\nmax_bytes = 8589934592\n\
@@ -42,6 +70,7 @@ impl DaemonConfig {
             inflight = self.inflight,
             store = self.store_path.display(),
             batch = self.commit_max_batch,
+            dtls = self.dtls.as_ref().map(DtlsListener::render).unwrap_or_default(),
         )
     }
 }
