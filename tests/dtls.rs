@@ -267,6 +267,49 @@ fn wrong_key_and_unknown_identity_are_refused_and_the_daemon_serves_on() {
     assert_eq!(got[0].payload, b"ok");
 }
 
+/// GET /metrics from the admin endpoint on `port`.
+fn metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the admin port");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("send the request");
+    let mut body = String::new();
+    stream.read_to_string(&mut body).expect("read /metrics");
+    body
+}
+
+#[test]
+fn handshakes_are_counted_by_outcome_in_the_metrics() {
+    let admin = support::free_tcp_port();
+    // The [dtls] body may end the table: the admin endpoint rides along.
+    let gw = Gateway::start(
+        &format!("psk_file = \"@PSK@\"\n[admin]\nlisten = \"127.0.0.1:{admin}\""),
+        &[("sensor-01", KEY)],
+    );
+    expect_code(
+        &gw.post_psk(OPENSSL, "sensor-01", KEY, "sensors/a/t", "ok", &[]),
+        "2.04",
+    );
+    let wrong = gw.post_psk(
+        OPENSSL,
+        "sensor-01",
+        "not-the-key",
+        "sensors/a/t",
+        "x",
+        &["-B", "3"],
+    );
+    assert_eq!(wrong.response_code, None, "{}", wrong.output);
+    let line = |outcome: &str| {
+        format!("coap2mqtt_dtls_handshakes_total{{transport=\"dtls\",outcome=\"{outcome}\"}} 1")
+    };
+    support::wait_until(WAIT, "the handshake outcomes in /metrics", || {
+        let m = metrics(admin);
+        m.contains(&line("ok")) && m.contains(&line("failed"))
+    });
+}
+
 #[test]
 fn a_device_may_not_publish_under_another_devices_path() {
     let gw = Gateway::psk(&[("sensor-01", KEY)]);

@@ -26,4 +26,8 @@ pub trait Link: Send + Sync {
     fn send(&self, bytes: &[u8], to: &Peer) -> impl Future<Output = io::Result<()>> + Send;
     /// For logs: `udp 127.0.0.1:5683`, `dtls 0.0.0.0:5684`.
     fn name(&self) -> &str;
+    /// DTLS handshakes by outcome so far (plain UDP has none).
+    fn handshakes(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }

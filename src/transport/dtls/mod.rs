@@ -18,6 +18,7 @@
 
 mod credentials;
 mod demux;
+mod outcomes;
 mod prefilter;
 mod session;
 mod vconn;
@@ -197,5 +198,9 @@ impl Link for DtlsLink {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn handshakes(&self) -> Vec<(&'static str, u64)> {
+        self.peers.outcomes.totals()
     }
 }
