@@ -10,10 +10,10 @@ mod support;
 use std::time::Duration;
 use support::broker::Broker;
 use support::coap::{CoapClient, Code};
-use support::daemon::{Daemon, DaemonConfig, RouteConfig};
+use support::daemon::{admin_get, Daemon, DaemonConfig, RouteConfig};
 use support::disk::SmallDisk;
 use support::subscriber::Subscriber;
-use support::{free_udp_port, wait_until, WAIT};
+use support::{free_tcp_port, free_udp_port, wait_until, WAIT};
 
 #[test]
 fn full_disk_gets_503_then_recovers_with_the_queue_intact() {
@@ -31,7 +31,10 @@ fn full_disk_gets_503_then_recovers_with_the_queue_intact() {
         DaemonConfig::new(port, broker.port()).route(RouteConfig::new("s/{d}", "t/{d}"));
     config.store_path = disk.dir.join("store").display().to_string();
     config.keep_alive_s = Some(5);
+    let admin = free_tcp_port();
+    config.admin_port = Some(admin);
     let daemon = Daemon::start_config(&config);
+    assert_eq!(admin_get(admin, "/healthz").0, 200, "healthy at start");
     let mut client = CoapClient::new(daemon.coap_addr());
 
     let mut acked = Vec::new();
@@ -65,6 +68,11 @@ fn full_disk_gets_503_then_recovers_with_the_queue_intact() {
     }
     assert!(refused > 0, "the disk never filled up for the store");
     daemon.wait_for_log("devices get 5.03", WAIT);
+    let (status, body) = admin_get(admin, "/healthz");
+    assert_eq!(
+        status, 503,
+        "/healthz is red while the store cannot be written: {body}"
+    );
 
     std::fs::remove_file(&filler).expect("free the disk");
     let mut recovered = false;
@@ -75,6 +83,7 @@ fn full_disk_gets_503_then_recovers_with_the_queue_intact() {
         recovered
     });
     daemon.wait_for_log("available again", WAIT);
+    assert_eq!(admin_get(admin, "/healthz").0, 200, "green again");
 
     broker.start_again();
     let got = subscriber.wait_for_count(acked.len(), Duration::from_secs(60));
@@ -89,4 +98,49 @@ fn full_disk_gets_503_then_recovers_with_the_queue_intact() {
         "disk full: {} acknowledged, {refused} refused with 5.03, all delivered",
         acked.len()
     );
+}
+
+#[test]
+fn an_unwritable_state_directory_gets_503_and_recovers_when_writable() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let Some(disk) = SmallDisk::mount(&scratch.path().join("fs"), "16m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    // Root ignores file modes, so the filesystem itself is made read-only
+    // (before the daemon holds files open on it, or the kernel refuses).
+    assert!(disk.remount(false), "remount read-only");
+    let broker = Broker::start();
+    let subscriber = Subscriber::start(broker.port(), "t/#");
+    let mut config =
+        DaemonConfig::new(free_udp_port(), broker.port()).route(RouteConfig::new("s/{d}", "t/{d}"));
+    config.store_path = disk.dir.join("store").display().to_string();
+    let admin = free_tcp_port();
+    config.admin_port = Some(admin);
+    let daemon = Daemon::start_config(&config);
+    let mut client = CoapClient::new(daemon.coap_addr());
+    let outcome = client.con(&["s", "dev"], b"refused");
+    assert_eq!(
+        outcome.code(),
+        Some(Code::new(5, 3)),
+        "{:?}",
+        outcome.response
+    );
+    assert!(
+        daemon.log().contains("Read-only file system"),
+        "the log must say why:\n{}",
+        daemon.log()
+    );
+    let (status, body) = admin_get(admin, "/healthz");
+    assert_eq!(status, 503, "red while the store cannot be written: {body}");
+
+    assert!(disk.remount(true), "remount read-write");
+    wait_until(WAIT, "the store accepts messages again", || {
+        client.con(&["s", "dev"], b"after").is_success()
+    });
+    wait_until(WAIT, "/healthz green again", || {
+        admin_get(admin, "/healthz").0 == 200
+    });
+    let got = subscriber.wait_for_count(1, WAIT);
+    assert_eq!(got[0].payload_str(), "after");
 }
