@@ -19,9 +19,9 @@ use coap2mqtt_bench::load::{unix_us, LoadReport};
 use coap2mqtt_bench::report;
 use coap2mqtt_bench::results::*;
 
-use std::path::{Path, PathBuf};
 use std::io::BufRead;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
@@ -477,8 +477,18 @@ fn dtls_phase(ctx: &Ctx, broker: &Broker, sub: &Subscriber) -> anyhow::Result<Dt
         std::thread::sleep(Duration::from_secs(1));
         let rss_before = rss_bytes(pid).unwrap_or(0);
         let mut holder = Command::new(&ctx.load_bin)
-            .args(["--target", &dtls.to_string(), "--devices", &sessions.to_string()])
-            .args(["--psk-identity-prefix", PSK_PREFIX, "--psk-key-hex", PSK_HEX])
+            .args([
+                "--target",
+                &dtls.to_string(),
+                "--devices",
+                &sessions.to_string(),
+            ])
+            .args([
+                "--psk-identity-prefix",
+                PSK_PREFIX,
+                "--psk-key-hex",
+                PSK_HEX,
+            ])
             .args(["--idle-hold", "8", "--path-prefix", "bench/idle"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
