@@ -1,8 +1,8 @@
 //! The command line, as an operator meets it: `--version`, `check-config`
 //! on the shipped config and on broken ones (every problem printed as
-//! `file:line: key: message`, exit 2), `psk add`/`psk list`, a
-//! world-readable PSK file refused at `run`, and `status` against a
-//! running daemon.
+//! `file:line: key: message`, exit 2), `psk add`/`psk list`, and `status`
+//! against a running daemon. (A world-readable PSK file refused at `run`
+//! is in tests/dtls.rs.)
 
 mod support;
 
@@ -172,31 +172,6 @@ fn psk_add_prints_only_a_key_writes_0600_refuses_duplicates_and_list_hides_keys(
     assert_eq!(exit_code(&list), Some(0), "{}", list.output);
     assert_eq!(list.output, "dev-a\ndev-b\n");
     assert!(!list.output.contains(key));
-}
-
-#[test]
-fn run_refuses_a_world_readable_psk_file_naming_it() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("keys.toml");
-    std::fs::write(&file, "[psk]\ndev = \"0123456789abcdef\"\n").expect("write");
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o604)).expect("chmod");
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[gateway]\nid = \"gw\"\n[coap]\nlisten = [\"127.0.0.1:{}\"]\n[dtls]\nlisten = [\"127.0.0.1:{}\"]\npsk_file = \"{}\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n[store]\npath = \"{}\"\n[[route]]\nresource = \"a\"\ntopic = \"a\"\n",
-            free_udp_port(),
-            free_udp_port(),
-            file.display(),
-            dir.path().join("store").display()
-        ),
-    )
-    .expect("write config");
-    let run = run_binary(&["run", "--config", path(&config)], WAIT);
-    assert!(!run.timed_out(), "run did not refuse: {}", run.output);
-    assert_ne!(exit_code(&run), Some(0), "{}", run.output);
-    assert!(run.output.contains(path(&file)), "{}", run.output);
 }
 
 #[test]
