@@ -177,6 +177,7 @@ fn exchange_config(config: &Config) -> ExchangeConfig {
         block_capacity: config.coap.block_capacity,
         block_lifetime: Duration::from_secs(config.coap.block_lifetime_s),
         full_retry_after_s: config.coap.full_retry_after_s,
+        max_packet_size: config.mqtt.max_packet_size,
     }
 }
 

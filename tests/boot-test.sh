@@ -100,9 +100,13 @@ pass "lintian: no errors ($(grep -c '^W:' "$log/lintian.txt" || true) warnings)"
 
 # --- the bookworm tree, cached -------------------------------------------
 if [ ! -f "$dir/rootfs/.complete" ]; then
-  mirror=$(sed -n 's/^URIs: *//p; s/^deb \+\(\[[^]]*\] \+\)\?\(http[^ ]*\) \+bookworm .*/\2/p' \
-    /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
-    grep -m1 '/debian/\?$' || echo http://deb.debian.org/debian)
+  # One mirror URL. (A missing sources.list must not add the fallback to
+  # what was found: under pipefail that made a two-line "mirror" and a
+  # failed debootstrap on machines with only deb822 .sources files.)
+  mirror=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
+    sed -n 's/^URIs: *//p; s/^deb \+\(\[[^]]*\] \+\)\?\(http[^ ]*\) \+bookworm .*/\2/p' |
+    grep -m1 '/debian/\?$' || true)
+  mirror=${mirror:-http://deb.debian.org/debian}
   say "debootstrap bookworm from $mirror (once; cached in $dir/rootfs)"
   rm -rf "$dir/rootfs.tmp"
   debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,procps \

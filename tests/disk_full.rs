@@ -10,10 +10,10 @@ mod support;
 use std::time::Duration;
 use support::broker::Broker;
 use support::coap::{CoapClient, Code};
-use support::daemon::{Daemon, DaemonConfig, RouteConfig};
+use support::daemon::{admin_get, Daemon, DaemonConfig, RouteConfig};
 use support::disk::SmallDisk;
 use support::subscriber::Subscriber;
-use support::{free_udp_port, wait_until, WAIT};
+use support::{free_tcp_port, free_udp_port, wait_until, WAIT};
 
 #[test]
 fn full_disk_gets_503_then_recovers_with_the_queue_intact() {
@@ -31,7 +31,10 @@ fn full_disk_gets_503_then_recovers_with_the_queue_intact() {
         DaemonConfig::new(port, broker.port()).route(RouteConfig::new("s/{d}", "t/{d}"));
     config.store_path = disk.dir.join("store").display().to_string();
     config.keep_alive_s = Some(5);
+    let admin = free_tcp_port();
+    config.admin_port = Some(admin);
     let daemon = Daemon::start_config(&config);
+    assert_eq!(admin_get(admin, "/healthz").0, 200, "healthy at start");
     let mut client = CoapClient::new(daemon.coap_addr());
 
     let mut acked = Vec::new();
@@ -65,6 +68,11 @@ fn full_disk_gets_503_then_recovers_with_the_queue_intact() {
     }
     assert!(refused > 0, "the disk never filled up for the store");
     daemon.wait_for_log("devices get 5.03", WAIT);
+    let (status, body) = admin_get(admin, "/healthz");
+    assert_eq!(
+        status, 503,
+        "/healthz is red while the store cannot be written: {body}"
+    );
 
     std::fs::remove_file(&filler).expect("free the disk");
     let mut recovered = false;
@@ -75,6 +83,9 @@ fn full_disk_gets_503_then_recovers_with_the_queue_intact() {
         recovered
     });
     daemon.wait_for_log("available again", WAIT);
+    wait_until(WAIT, "/healthz green again", || {
+        admin_get(admin, "/healthz").0 == 200
+    });
 
     broker.start_again();
     let got = subscriber.wait_for_count(acked.len(), Duration::from_secs(60));
@@ -87,6 +98,152 @@ fn full_disk_gets_503_then_recovers_with_the_queue_intact() {
     );
     eprintln!(
         "disk full: {} acknowledged, {refused} refused with 5.03, all delivered",
+        acked.len()
+    );
+}
+
+#[test]
+fn an_unwritable_state_directory_gets_503_and_recovers_when_writable() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let Some(disk) = SmallDisk::mount(&scratch.path().join("fs"), "16m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    // Root ignores file modes, so the filesystem itself is made read-only
+    // (before the daemon holds files open on it, or the kernel refuses).
+    assert!(disk.remount(false), "remount read-only");
+    let broker = Broker::start();
+    let subscriber = Subscriber::start(broker.port(), "t/#");
+    let mut config =
+        DaemonConfig::new(free_udp_port(), broker.port()).route(RouteConfig::new("s/{d}", "t/{d}"));
+    config.store_path = disk.dir.join("store").display().to_string();
+    let admin = free_tcp_port();
+    config.admin_port = Some(admin);
+    let daemon = Daemon::start_config(&config);
+    let mut client = CoapClient::new(daemon.coap_addr());
+    let outcome = client.con(&["s", "dev"], b"refused");
+    assert_eq!(
+        outcome.code(),
+        Some(Code::new(5, 3)),
+        "{:?}",
+        outcome.response
+    );
+    assert!(
+        daemon.log().contains("Read-only file system"),
+        "the log must say why:\n{}",
+        daemon.log()
+    );
+    let (status, body) = admin_get(admin, "/healthz");
+    assert_eq!(status, 503, "red while the store cannot be written: {body}");
+
+    assert!(disk.remount(true), "remount read-write");
+    wait_until(WAIT, "the store accepts messages again", || {
+        client.con(&["s", "dev"], b"after").is_success()
+    });
+    wait_until(WAIT, "/healthz green again", || {
+        admin_get(admin, "/healthz").0 == 200
+    });
+    let got = subscriber.wait_for_count(1, WAIT);
+    assert_eq!(got[0].payload_str(), "after");
+}
+
+/// The disk fills and frees several times, and stays full across several of
+/// the committer's once-a-second reopens each time, while a device keeps
+/// sending. A reopen on a full disk can leave sled's files looking damaged;
+/// the store must never be moved aside for that, and every message a device
+/// was answered 2.04 for must reach the broker.
+#[test]
+fn repeated_full_disk_never_abandons_the_store() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let Some(disk) = SmallDisk::mount(&scratch.path().join("fs"), "16m") else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let mut broker = Broker::start();
+    let subscriber = Subscriber::start(broker.port(), "t/#");
+    broker.stop();
+
+    let port = free_udp_port();
+    let mut config =
+        DaemonConfig::new(port, broker.port()).route(RouteConfig::new("s/{d}", "t/{d}"));
+    config.store_path = disk.dir.join("store").display().to_string();
+    config.keep_alive_s = Some(5);
+    let daemon = Daemon::start_config(&config);
+    let mut client = CoapClient::new(daemon.coap_addr());
+
+    let mut acked = Vec::new();
+    let mut n = 0;
+    let mut send = |client: &mut CoapClient| -> Option<Code> {
+        // Sizeable payloads, so the space sled already holds runs out soon.
+        let payload = format!("m{n}-{}", "x".repeat(400));
+        n += 1;
+        let code = client.con(&["s", "dev"], payload.as_bytes()).code();
+        if code == Some(Code::new(2, 4)) {
+            acked.push(payload);
+        }
+        code
+    };
+    let mut refused = 0;
+    for round in 0..3 {
+        for _ in 0..10 {
+            assert_eq!(send(&mut client), Some(Code::new(2, 4)), "round {round}");
+        }
+        let filler = disk.fill();
+        // Until the store hits the full disk...
+        let mut full = false;
+        for _ in 0..4000 {
+            match send(&mut client) {
+                Some(code) if code == Code::new(2, 4) => {}
+                Some(code) if code == Code::new(5, 3) => {
+                    full = true;
+                    break;
+                }
+                other => panic!("round {round}: expected 2.04 or 5.03, got {other:?}"),
+            }
+        }
+        assert!(
+            full,
+            "round {round}: the disk never filled up for the store"
+        );
+        // ...and on through several reopen attempts while it stays full.
+        let until = std::time::Instant::now() + Duration::from_secs(4);
+        while std::time::Instant::now() < until {
+            match send(&mut client) {
+                Some(code) if code == Code::new(5, 3) => refused += 1,
+                Some(code) if code == Code::new(2, 4) => {}
+                other => panic!("round {round}: expected 2.04 or 5.03, got {other:?}"),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::fs::remove_file(&filler).expect("free the disk");
+        wait_until(WAIT, "the store accepts messages again", || {
+            send(&mut client) == Some(Code::new(2, 4))
+        });
+    }
+
+    let log = daemon.log();
+    assert!(
+        !log.contains("moved it to"),
+        "the store was moved aside:\n{log}"
+    );
+    let aside: Vec<_> = std::fs::read_dir(&disk.dir)
+        .expect("disk dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains("corrupt"))
+        .collect();
+    assert!(aside.is_empty(), "the store was moved aside: {aside:?}");
+
+    broker.start_again();
+    let got = subscriber.wait_for_count(acked.len(), Duration::from_secs(60));
+    let delivered: std::collections::HashSet<String> =
+        got.iter().map(|m| m.payload_str()).collect();
+    let lost: Vec<&String> = acked.iter().filter(|p| !delivered.contains(*p)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but never delivered: {lost:?}"
+    );
+    eprintln!(
+        "repeated full disk: {} acknowledged, {refused} refused with 5.03 while full, all delivered",
         acked.len()
     );
 }

@@ -14,8 +14,9 @@ use std::time::Duration;
 use support::broker::Broker;
 use support::certs::{Certs, CLIENT_CN};
 use support::coap::{Code, Message, MsgType};
-use support::coap_cli::{coap_client, CliOutcome};
-use support::daemon::{run_binary, Daemon};
+use support::coap_cli::{assert_code, coap_client, CliOutcome};
+use support::daemon::{admin_get, run_binary, Daemon};
+use support::dtls_hello::client_hello;
 use support::subscriber::Subscriber;
 use support::{free_udp_port, WAIT};
 
@@ -145,23 +146,13 @@ fn write_psk_file(path: &Path, psk: &[(&str, &str)]) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
 }
 
-fn expect_code(outcome: &CliOutcome, code: &str) {
-    assert_eq!(
-        outcome.response_code.as_deref(),
-        Some(code),
-        "{}\n{}",
-        outcome.command,
-        outcome.output
-    );
-}
-
 #[test]
 fn psk_devices_post_con_non_and_block1_with_both_clients() {
     let gw = Gateway::psk(&[("sensor-01", KEY)]);
     let long = "x".repeat(300);
     for binary in [OPENSSL, GNUTLS] {
         gw.subscriber.clear();
-        expect_code(
+        assert_code(
             &gw.post_psk(
                 binary,
                 "sensor-01",
@@ -180,9 +171,9 @@ fn psk_devices_post_con_non_and_block1_with_both_clients() {
             "40",
             &["-N"],
         );
-        expect_code(&non, "2.04");
+        assert_code(&non, "2.04");
         assert_eq!(non.response_type.as_deref(), Some("NON"), "{}", non.output);
-        expect_code(
+        assert_code(
             &gw.post_psk(
                 binary,
                 "sensor-01",
@@ -224,7 +215,7 @@ fn a_server_offering_only_ccm_8_completes_handshakes_with_both_clients() {
         &[("sensor-01", KEY)],
     );
     for binary in [OPENSSL, GNUTLS] {
-        expect_code(
+        assert_code(
             &gw.post_psk(binary, "sensor-01", KEY, "sensors/a/t", binary, &[]),
             "2.04",
         );
@@ -259,7 +250,7 @@ fn wrong_key_and_unknown_identity_are_refused_and_the_daemon_serves_on() {
         .daemon
         .log()
         .contains("unknown PSK identity \"sensor-99\""));
-    expect_code(
+    assert_code(
         &gw.post_psk(OPENSSL, "sensor-01", KEY, "sensors/a/t", "ok", &[]),
         "2.04",
     );
@@ -268,16 +259,46 @@ fn wrong_key_and_unknown_identity_are_refused_and_the_daemon_serves_on() {
 }
 
 #[test]
+fn handshakes_are_counted_by_outcome_in_the_metrics() {
+    let admin = support::free_tcp_port();
+    // The [dtls] body may end the table: the admin endpoint rides along.
+    let gw = Gateway::start(
+        &format!("psk_file = \"@PSK@\"\n[admin]\nlisten = \"127.0.0.1:{admin}\""),
+        &[("sensor-01", KEY)],
+    );
+    assert_code(
+        &gw.post_psk(OPENSSL, "sensor-01", KEY, "sensors/a/t", "ok", &[]),
+        "2.04",
+    );
+    let wrong = gw.post_psk(
+        OPENSSL,
+        "sensor-01",
+        "not-the-key",
+        "sensors/a/t",
+        "x",
+        &["-B", "3"],
+    );
+    assert_eq!(wrong.response_code, None, "{}", wrong.output);
+    let line = |outcome: &str| {
+        format!("coap2mqtt_dtls_handshakes_total{{transport=\"dtls\",outcome=\"{outcome}\"}} 1")
+    };
+    support::wait_until(WAIT, "the handshake outcomes in /metrics", || {
+        let m = admin_get(admin, "/metrics").1;
+        m.contains(&line("ok")) && m.contains(&line("failed"))
+    });
+}
+
+#[test]
 fn a_device_may_not_publish_under_another_devices_path() {
     let gw = Gateway::psk(&[("sensor-01", KEY)]);
     for binary in [OPENSSL, GNUTLS] {
-        expect_code(
+        assert_code(
             &gw.post_psk(binary, "sensor-01", KEY, "own/sensor-02/temp", "1", &[]),
             "4.03",
         );
     }
     gw.assert_nothing_published();
-    expect_code(
+    assert_code(
         &gw.post_psk(OPENSSL, "sensor-01", KEY, "own/sensor-01/temp", "2", &[]),
         "2.04",
     );
@@ -340,7 +361,7 @@ fn a_client_certificate_from_our_ca_is_accepted_and_its_cn_is_the_identity() {
             &certs.ca_cert,
             binary,
         );
-        expect_code(&outcome, "2.04");
+        assert_code(&outcome, "2.04");
     }
     let got = gw.subscriber.wait_for_count(2, WAIT);
     let topic = format!("site/{CLIENT_CN}/dev/temp");
@@ -377,27 +398,7 @@ fn a_client_certificate_from_an_unknown_ca_is_refused_and_nothing_is_stored() {
         &certs.ca_cert,
         "ok",
     );
-    expect_code(&good, "2.04");
-}
-
-/// A ClientHello as a device would send it first: no cookie, the PSK
-/// CCM_8 suite, and random bytes.
-fn client_hello(seed: u32) -> Vec<u8> {
-    let mut body = vec![0xfe, 0xfd];
-    body.extend_from_slice(&seed.to_be_bytes());
-    body.extend_from_slice(&[0x5a; 28]);
-    body.extend_from_slice(&[0, 0]); // session id, cookie
-    body.extend_from_slice(&[0, 2, 0xc0, 0xa8]); // one suite
-    body.extend_from_slice(&[1, 0]); // compression: null
-    let len = (body.len() as u32).to_be_bytes();
-    let mut handshake = vec![
-        1, len[1], len[2], len[3], 0, 0, 0, 0, 0, len[1], len[2], len[3],
-    ];
-    handshake.extend_from_slice(&body);
-    let mut record = vec![22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 0];
-    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
-    record.extend_from_slice(&handshake);
-    record
+    assert_code(&good, "2.04");
 }
 
 /// Sends ClientHellos from `sockets` source ports, round after round,
@@ -474,7 +475,7 @@ fn a_client_hello_flood_from_2000_ports_stays_bounded_and_devices_are_served() {
     gw.daemon.wait_for_log("(512 handshaking)", WAIT);
     for (i, binary) in [OPENSSL, GNUTLS, OPENSSL].into_iter().enumerate() {
         let payload = format!("during-{i}");
-        expect_code(
+        assert_code(
             &gw.post_psk(binary, "sensor-01", KEY, "sensors/a/t", &payload, &[]),
             "2.04",
         );
@@ -572,7 +573,7 @@ fn sighup_reloads_the_psk_file_and_refuses_a_broken_one() {
     gw.hangup();
     gw.daemon
         .wait_for_log("reload: 2 PSK identities in force", WAIT);
-    expect_code(
+    assert_code(
         &gw.post_psk(OPENSSL, "sensor-02", &key, "sensors/b/t", "new", &[]),
         "2.04",
     );
@@ -586,7 +587,7 @@ fn sighup_reloads_the_psk_file_and_refuses_a_broken_one() {
         "{}",
         gw.daemon.log()
     );
-    expect_code(
+    assert_code(
         &gw.post_psk(GNUTLS, "sensor-02", &key, "sensors/b/t", "still", &[]),
         "2.04",
     );

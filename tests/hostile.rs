@@ -17,8 +17,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +25,8 @@ use std::time::Duration;
 use support::broker::Broker;
 use support::coap::{option, Block, Code, Message, MsgType};
 use support::coap_client::CoapClient;
-use support::daemon::Daemon;
+use support::daemon::{admin_get, Daemon};
+use support::dtls_hello::client_hello;
 use support::subscriber::Subscriber;
 use support::{free_tcp_port, free_udp_port, WAIT};
 
@@ -40,26 +40,6 @@ const RSS_GROWTH_BOUND_KB: u64 = 48 * 1024;
 /// legitimate device on 127.0.0.1 is never mistaken for one.
 fn attacker(n: u32) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 1, 0, 0)) + n)
-}
-
-/// A ClientHello as a device sends it first: no cookie, the PSK CCM_8
-/// suite, random bytes seeded by `seed`.
-fn client_hello(seed: u32) -> Vec<u8> {
-    let mut body = vec![0xfe, 0xfd];
-    body.extend_from_slice(&seed.to_be_bytes());
-    body.extend_from_slice(&[0x5a; 28]);
-    body.extend_from_slice(&[0, 0]); // session id, cookie
-    body.extend_from_slice(&[0, 2, 0xc0, 0xa8]); // one suite
-    body.extend_from_slice(&[1, 0]); // compression: null
-    let len = (body.len() as u32).to_be_bytes();
-    let mut handshake = vec![
-        1, len[1], len[2], len[3], 0, 0, 0, 0, 0, len[1], len[2], len[3],
-    ];
-    handshake.extend_from_slice(&body);
-    let mut record = vec![22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 0];
-    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
-    record.extend_from_slice(&handshake);
-    record
 }
 
 /// The first 1 KiB block of a 4 KiB upload that never continues.
@@ -128,17 +108,6 @@ fn rss_kb(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/PID/status")
-}
-
-/// GET /metrics from the admin endpoint.
-fn metrics(port: u16) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the admin port");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .expect("send the request");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).expect("read /metrics");
-    body
 }
 
 /// The sum of every sample of `name` whose labels contain `label`.
@@ -261,7 +230,7 @@ topic = "site/{{device}}/{{metric}}"
         rss_after <= rss_before + RSS_GROWTH_BOUND_KB,
         "RSS grew from {rss_before} kB to {rss_after} kB under the attack"
     );
-    let m = metrics(admin_port);
+    let m = admin_get(admin_port, "/metrics").1;
     let stored = sample_sum(&m, "coap2mqtt_queue_appended_total", "");
     assert_eq!(
         stored, expected as f64,

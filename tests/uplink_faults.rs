@@ -11,13 +11,12 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use support::broker::Broker;
 use support::coap_client::CoapClient;
-use support::daemon::Daemon;
+use support::daemon::{admin_get, Daemon};
 use support::proxy::{FaultProxy, Mode};
 use support::subscriber::Subscriber;
 use support::{free_tcp_port, free_udp_port, WAIT};
@@ -27,17 +26,6 @@ use support::{free_tcp_port, free_udp_port, WAIT};
 const PAYLOAD_BYTES: usize = 24 * 1024;
 const DEVICES: usize = 4;
 const PER_DEVICE: usize = 60;
-
-/// GET /metrics from the admin endpoint.
-fn metrics(port: u16) -> String {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the admin port");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .expect("send the request");
-    let mut body = String::new();
-    stream.read_to_string(&mut body).expect("read /metrics");
-    body
-}
 
 fn sample(metrics: &str, name: &str) -> f64 {
     metrics
@@ -155,7 +143,7 @@ topic = "site/{{device}}"
             "{topic} out of order: {order:?}"
         );
     }
-    let m = metrics(admin_port);
+    let m = admin_get(admin_port, "/metrics").1;
     assert_eq!(
         sample(&m, "coap2mqtt_mqtt_connects_total"),
         1.0,

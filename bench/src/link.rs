@@ -81,9 +81,10 @@ impl DtlsLink {
             extended_master_secret: ExtendedMasterSecretType::Request,
             ..Default::default()
         };
-        let conn = webrtc_dtls::conn::DTLSConn::new(std::sync::Arc::new(socket), config, true, None)
-            .await
-            .map_err(|e| io::Error::other(format!("DTLS handshake as {identity}: {e}")))?;
+        let conn =
+            webrtc_dtls::conn::DTLSConn::new(std::sync::Arc::new(socket), config, true, None)
+                .await
+                .map_err(|e| io::Error::other(format!("DTLS handshake as {identity}: {e}")))?;
         Ok(DtlsLink { conn })
     }
 }

@@ -265,7 +265,9 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     );
     if let Some(hold) = config.idle_hold {
         // Tell a watching driver, then keep the sessions open and quiet.
-        eprintln!("coap-load: connected {connected} devices in {connect_s:.2} s; holding them idle");
+        eprintln!(
+            "coap-load: connected {connected} devices in {connect_s:.2} s; holding them idle"
+        );
         tokio::time::sleep(hold).await;
         drop(links);
         return Ok(LoadReport {

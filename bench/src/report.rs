@@ -281,7 +281,10 @@ fn rows(r: &Results) -> Vec<Row> {
         }
         None => {
             rows.push(row("PSK handshakes per second", "not measured in this run"));
-            rows.push(row("RSS with 1,000 idle DTLS sessions", "not measured in this run"));
+            rows.push(row(
+                "RSS with 1,000 idle DTLS sessions",
+                "not measured in this run",
+            ));
         }
     }
     match idle(10_000) {
@@ -299,7 +302,10 @@ fn rows(r: &Results) -> Vec<Row> {
             )
             .target("<= 64 MB", (i.rss_with_sessions as f64) <= 64.0 * MB),
         ),
-        None => rows.push(row("RSS with 10,000 idle DTLS sessions", "not measured in this run")),
+        None => rows.push(row(
+            "RSS with 10,000 idle DTLS sessions",
+            "not measured in this run",
+        )),
     }
     rows
 }

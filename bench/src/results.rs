@@ -160,6 +160,28 @@ pub struct Queued {
     pub bytes_per_message: f64,
 }
 
+impl ThroughputPoint {
+    /// The medians over `runs` (at least one), and the latency of the run
+    /// whose end-to-end rate is the median.
+    pub fn of(kind: &str, concurrency: usize, runs: Vec<E2eRun>) -> ThroughputPoint {
+        let median_e2e = median(&runs.iter().map(|r| r.e2e_rate).collect::<Vec<_>>());
+        let median_coap = median(&runs.iter().map(|r| r.coap_rate).collect::<Vec<_>>());
+        let latency_us = runs
+            .iter()
+            .find(|r| r.e2e_rate == median_e2e)
+            .map(|r| r.load.latency_us.clone())
+            .unwrap_or_default();
+        ThroughputPoint {
+            kind: kind.into(),
+            concurrency,
+            runs,
+            median_e2e,
+            median_coap,
+            latency_us,
+        }
+    }
+}
+
 /// The median of some numbers (the lower middle for an even count).
 pub fn median(values: &[f64]) -> f64 {
     if values.is_empty() {

@@ -46,6 +46,8 @@ fuzz_target!(|data: &[u8]| {
         block_capacity: 4,
         block_lifetime: Duration::from_secs(5),
         full_retry_after_s: 30,
+        // Below max_payload plus a topic: the packet-size refusal is reached.
+        max_packet_size: 2048,
     };
     let mut exchange = Exchange::new(config, 0x1234);
     let router = router();

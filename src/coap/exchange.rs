@@ -29,7 +29,7 @@ use super::request::{self, NoResponse, RequestOptions};
 use super::wire::{
     self, CoapMessage, Code, Header, MessageType, ParseError, Response, ResponseOptions, Token,
 };
-use crate::message::Message;
+use crate::message::{publish_packet_size, Message};
 use crate::route::{Refusal, Router};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +52,10 @@ pub struct ExchangeConfig {
     pub block_lifetime: Duration,
     /// Max-Age of the 5.03 sent when the store is full: when to try again.
     pub full_retry_after_s: u32,
+    /// `mqtt.max_packet_size`: a message whose PUBLISH (topic included)
+    /// would not fit is refused with 4.13 now rather than acknowledged and
+    /// then dead-lettered by the uplink.
+    pub max_packet_size: usize,
 }
 
 impl Default for ExchangeConfig {
@@ -62,6 +66,7 @@ impl Default for ExchangeConfig {
             block_capacity: 256,
             block_lifetime: Duration::from_secs(120),
             full_retry_after_s: 30,
+            max_packet_size: 262_144,
         }
     }
 }
@@ -500,6 +505,15 @@ impl Exchange {
                 }
             }
         };
+        let packet = publish_packet_size(&resolved.topic, payload.len());
+        if packet > self.config.max_packet_size {
+            // Size1: the payload this topic could carry.
+            let room = self
+                .config
+                .max_packet_size
+                .saturating_sub(packet - payload.len());
+            return Decision::Answer(self.too_large_for(room));
+        }
         Decision::Store {
             message: Message {
                 topic: resolved.topic,
@@ -555,11 +569,16 @@ impl Exchange {
     }
 
     fn too_large(&mut self) -> Answer {
+        self.too_large_for(self.config.max_payload)
+    }
+
+    /// 4.13 with Size1 = `limit`, the largest body that would be taken.
+    fn too_large_for(&mut self, limit: usize) -> Answer {
         self.counters.too_large += 1;
         Answer {
             code: Code::REQUEST_ENTITY_TOO_LARGE,
             options: ResponseOptions {
-                size1: Some(u32::try_from(self.config.max_payload).unwrap_or(u32::MAX)),
+                size1: Some(u32::try_from(limit).unwrap_or(u32::MAX)),
                 ..ResponseOptions::default()
             },
         }

@@ -48,6 +48,9 @@ impl Default for Thresholds {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Probe {
     pub now_ms: u64,
+    /// The store is open (not unavailable after an I/O error or an open
+    /// that failed).
+    pub store_available: bool,
     pub last_commit_ok: bool,
     pub commit_running_since_ms: Option<u64>,
     pub last_commit_done_ms: u64,
@@ -136,7 +139,11 @@ impl Monitor {
                 }
             }
         }
-        if !p.last_commit_ok {
+        if !p.store_available {
+            verdict.degraded.push(
+                "store: unavailable (it cannot be opened or written; reopened every second)".into(),
+            );
+        } else if !p.last_commit_ok {
             verdict
                 .degraded
                 .push("store: the last commit failed; the queue cannot be written".into());
@@ -164,9 +171,21 @@ impl Monitor {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_unavailable_store_is_degraded_not_wedged() {
+        let v = monitor().judge(&Probe {
+            store_available: false,
+            ..idle(1_000)
+        });
+        assert!(!v.healthy());
+        assert!(v.alive(), "a restart would not help: {v:?}");
+        assert!(v.describe().contains("store: unavailable"));
+    }
+
     fn idle(now_ms: u64) -> Probe {
         Probe {
             now_ms,
+            store_available: true,
             last_commit_ok: true,
             commit_running_since_ms: None,
             last_commit_done_ms: 0,
@@ -191,6 +210,7 @@ mod tests {
     #[test]
     fn a_failed_commit_degrades_but_does_not_wedge() {
         let v = monitor().judge(&Probe {
+            store_available: true,
             last_commit_ok: false,
             ..idle(2_000)
         });

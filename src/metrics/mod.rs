@@ -111,6 +111,7 @@ impl Metrics {
         };
         self.health.judge(&health::Probe {
             now_ms: now_ms(),
+            store_available: self.queue.is_available(),
             last_commit_ok: commit.last_ok(),
             commit_running_since_ms: commit.running_since_ms(),
             last_commit_done_ms: commit.last_done_ms(),

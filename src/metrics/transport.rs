@@ -158,9 +158,9 @@ impl TransportMetrics {
         bump(&mut self.local.dropped, reason, 1);
     }
 
-    /// A DTLS handshake ended with `outcome`.
-    pub fn handshake(&mut self, outcome: &'static str) {
-        bump(&mut self.local.handshakes, outcome, 1);
+    /// The DTLS handshake totals by outcome, as the listener counts them.
+    pub fn set_handshakes(&mut self, totals: Vec<(&'static str, u64)>) {
+        self.local.handshakes = totals;
     }
 
     /// Publishes when the last copy is older than [`PUBLISH_EVERY`].

@@ -26,4 +26,27 @@ pub trait Link: Send + Sync {
     fn send(&self, bytes: &[u8], to: &Peer) -> impl Future<Output = io::Result<()>> + Send;
     /// For logs: `udp 127.0.0.1:5683`, `dtls 0.0.0.0:5684`.
     fn name(&self) -> &str;
+    /// DTLS handshakes by outcome so far (plain UDP has none).
+    fn handshakes(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+}
+
+/// Asked of the kernel for every listening socket, CoAP or DTLS: room for
+/// bursts. With Linux's default (about 208 KiB, ~200 small datagrams, since
+/// each costs about 1 KiB of buffer accounting) 256 devices answering at
+/// once overflowed it in the benchmark, and the lost datagrams came back as
+/// CON retransmissions seconds later. The kernel caps the request at
+/// `net.core.rmem_max` (raise it to get all of it).
+pub const RECEIVE_BUFFER: usize = 4 << 20;
+
+/// A non-blocking UDP socket bound to `addr` with [`RECEIVE_BUFFER`] asked.
+pub fn bind_udp(addr: std::net::SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: less than asked is still a working socket.
+    let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
 }

@@ -65,7 +65,9 @@ impl<L: Link> Server<L> {
                 _ = shutdown.changed(), if !stopping => {
                     stopping = true;
                 }
-                _ = publish.tick() => {}
+                _ = publish.tick() => {
+                    self.metrics.set_handshakes(self.link.handshakes());
+                }
                 received = self.link.recv(&mut buf), if !stopping => {
                     let (len, peer) = match received {
                         Ok(x) => x,

@@ -5,16 +5,15 @@ use super::Link;
 use crate::coap::exchange::Peer;
 use std::io;
 use std::net::SocketAddr;
-use tokio::net::UdpSocket;
 
 pub struct UdpLink {
-    socket: UdpSocket,
+    socket: tokio::net::UdpSocket,
     name: String,
 }
 
 impl UdpLink {
     pub async fn bind(addr: SocketAddr) -> io::Result<UdpLink> {
-        let socket = UdpSocket::bind(addr).await?;
+        let socket = super::bind_udp(addr)?;
         let name = format!("udp {}", socket.local_addr()?);
         Ok(UdpLink { socket, name })
     }

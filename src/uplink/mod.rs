@@ -20,7 +20,7 @@
 pub mod backoff;
 pub mod tls;
 
-use crate::message::Qos;
+use crate::message::{publish_packet_size, Qos};
 use crate::store::{Command, Queue, Queued, Seq, StoreHandle};
 use backoff::Backoff;
 use rumqttc::{
@@ -506,18 +506,6 @@ impl Session {
     }
 }
 
-/// Bytes of an MQTT 3.1.1 PUBLISH with a packet id.
-fn publish_packet_size(topic: &str, payload: usize) -> usize {
-    let remaining = 2 + topic.len() + 2 + payload;
-    let length_bytes = match remaining {
-        0..=127 => 1,
-        128..=16_383 => 2,
-        16_384..=2_097_151 => 3,
-        _ => 4,
-    };
-    1 + length_bytes + remaining
-}
-
 fn closed_by_broker(error: &ConnectionError) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
     match error {
@@ -653,13 +641,6 @@ impl Drop for EventPump {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn publish_size_counts_the_variable_length_header() {
-        assert_eq!(publish_packet_size("t", 0), 1 + 1 + 5);
-        assert_eq!(publish_packet_size("t", 122), 1 + 1 + 127);
-        assert_eq!(publish_packet_size("t", 123), 1 + 2 + 128);
-    }
 
     #[test]
     fn a_missing_client_certificate_is_explained_with_the_keys_to_set() {

@@ -55,6 +55,18 @@ impl CliOutcome {
     }
 }
 
+/// Asserts the response code, showing the command and its whole output
+/// when it differs.
+pub fn assert_code(outcome: &CliOutcome, code: &str) {
+    assert_eq!(
+        outcome.response_code.as_deref(),
+        Some(code),
+        "{}\n{}",
+        outcome.command,
+        outcome.output
+    );
+}
+
 /// How long the harness lets a client run before killing it: above
 /// libcoap's own default wait of 90 s (`-B`), so a hang is a real hang.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(100);

@@ -257,6 +257,30 @@ impl Drop for Daemon {
     }
 }
 
+/// `GET path` on the daemon's admin endpoint: (status code, body).
+pub fn admin_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connect to the admin endpoint 127.0.0.1:{port}: {e}"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("read the answer");
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
 /// Runs the binary with any arguments (e.g. a config check) to completion.
 pub fn run_binary(args: &[&str], timeout: Duration) -> RunOutcome {
     run_with_timeout(BINARY, args, timeout)
@@ -352,6 +376,8 @@ pub struct DaemonConfig {
     pub max_messages: Option<u64>,
     pub max_bytes: Option<u64>,
     pub on_full: Option<String>,
+    /// `[admin] listen = "127.0.0.1:PORT"` (metrics, /healthz).
+    pub admin_port: Option<u16>,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -375,6 +401,7 @@ impl DaemonConfig {
             max_messages: None,
             max_bytes: None,
             on_full: None,
+            admin_port: None,
             routes: Vec::new(),
         }
     }
@@ -465,6 +492,11 @@ impl DaemonConfig {
         root.insert("coap".into(), Value::Table(coap));
         root.insert("mqtt".into(), Value::Table(mqtt));
         root.insert("store".into(), Value::Table(store));
+        if let Some(port) = self.admin_port {
+            let mut admin = Table::new();
+            admin.insert("listen".into(), format!("127.0.0.1:{port}").into());
+            root.insert("admin".into(), Value::Table(admin));
+        }
         if !routes.is_empty() {
             root.insert("route".into(), Value::Array(routes));
         }

@@ -25,6 +25,17 @@ impl SmallDisk {
         })
     }
 
+    /// Remounts the filesystem read-write (`true`) or read-only (`false`).
+    pub fn remount(&self, writable: bool) -> bool {
+        let options = if writable { "remount,rw" } else { "remount,ro" };
+        Command::new("mount")
+            .args(["-o", options])
+            .arg(&self.dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
     /// Writes a filler file until the filesystem refuses more.
     pub fn fill(&self) -> PathBuf {
         let path = self.dir.join("filler");

@@ -18,6 +18,7 @@ pub mod coap_cli;
 pub mod coap_client;
 pub mod daemon;
 pub mod disk;
+pub mod dtls_hello;
 pub mod proxy;
 pub mod subscriber;
 

@@ -19,9 +19,9 @@ use coap2mqtt_bench::load::{unix_us, LoadReport};
 use coap2mqtt_bench::report;
 use coap2mqtt_bench::results::*;
 
-use std::path::{Path, PathBuf};
 use std::io::BufRead;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
@@ -293,26 +293,15 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
                 run.rcvbuf_errors = udp_rcvbuf_errors().saturating_sub(drops_before);
                 runs.push(run);
             }
-            let median_e2e = median(&runs.iter().map(|r| r.e2e_rate).collect::<Vec<_>>());
-            let median_coap = median(&runs.iter().map(|r| r.coap_rate).collect::<Vec<_>>());
-            let latency_us = runs
-                .iter()
-                .find(|r| r.e2e_rate == median_e2e)
-                .map(|r| r.load.latency_us.clone())
-                .unwrap_or_default();
-            let first = &runs[0];
+            let point = ThroughputPoint::of(kind, c, runs);
+            let (median_e2e, median_coap, latency_us) =
+                (point.median_e2e, point.median_coap, &point.latency_us);
+            let first = &point.runs[0];
             say(&format!(
                 "{kind} c={c}: e2e {median_e2e:.0}/s, coap {median_coap:.0}/s, p99 {} µs (missing {}, dup {}, reordered {}, retransmissions {}, timeouts {}, NON lost {}, rcvbuf drops {})",
                 latency_us.p99, first.missing, first.duplicates, first.out_of_order, first.load.retransmissions, first.load.timeouts, first.load.non_lost, first.rcvbuf_errors
             ));
-            results.throughput.push(ThroughputPoint {
-                kind: kind.into(),
-                concurrency: c,
-                runs,
-                median_e2e,
-                median_coap,
-                latency_us,
-            });
+            results.throughput.push(point);
         }
     }
     results.memory.rss_full_load = sampler.take_peak();
@@ -448,25 +437,16 @@ fn dtls_phase(ctx: &Ctx, broker: &Broker, sub: &Subscriber) -> anyhow::Result<Dt
             ])?;
             runs.push(ctx.e2e(sub, &run_name, rep));
         }
-        let median_e2e = median(&runs.iter().map(|r| r.e2e_rate).collect::<Vec<_>>());
-        let median_coap = median(&runs.iter().map(|r| r.coap_rate).collect::<Vec<_>>());
-        let latency_us = runs
-            .iter()
-            .find(|r| r.e2e_rate == median_e2e)
-            .map(|r| r.load.latency_us.clone())
-            .unwrap_or_default();
+        let point = ThroughputPoint::of("DTLS CON", c, runs);
         say(&format!(
-            "DTLS CON c={c}: e2e {median_e2e:.0}/s, coap {median_coap:.0}/s, p99 {} µs (missing {}, handshake failures {})",
-            latency_us.p99, runs[0].missing, runs[0].load.connect_failures
+            "DTLS CON c={c}: e2e {:.0}/s, coap {:.0}/s, p99 {} µs (missing {}, handshake failures {})",
+            point.median_e2e,
+            point.median_coap,
+            point.latency_us.p99,
+            point.runs[0].missing,
+            point.runs[0].load.connect_failures
         ));
-        phase.throughput.push(ThroughputPoint {
-            kind: "DTLS CON".into(),
-            concurrency: c,
-            runs,
-            median_e2e,
-            median_coap,
-            latency_us,
-        });
+        phase.throughput.push(point);
     }
     daemon.stop();
     drop(daemon);
@@ -477,8 +457,18 @@ fn dtls_phase(ctx: &Ctx, broker: &Broker, sub: &Subscriber) -> anyhow::Result<Dt
         std::thread::sleep(Duration::from_secs(1));
         let rss_before = rss_bytes(pid).unwrap_or(0);
         let mut holder = Command::new(&ctx.load_bin)
-            .args(["--target", &dtls.to_string(), "--devices", &sessions.to_string()])
-            .args(["--psk-identity-prefix", PSK_PREFIX, "--psk-key-hex", PSK_HEX])
+            .args([
+                "--target",
+                &dtls.to_string(),
+                "--devices",
+                &sessions.to_string(),
+            ])
+            .args([
+                "--psk-identity-prefix",
+                PSK_PREFIX,
+                "--psk-key-hex",
+                PSK_HEX,
+            ])
             .args(["--idle-hold", "8", "--path-prefix", "bench/idle"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

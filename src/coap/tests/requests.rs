@@ -311,3 +311,19 @@ fn counters_tell_what_became_of_each_request() {
     );
     assert_eq!((c.not_found, c.method_not_allowed), (1, 1));
 }
+
+#[test]
+fn a_message_whose_mqtt_packet_would_not_fit_is_4_13_with_the_room_left() {
+    // sensors/d7 publishes to site/gw1/d7: 18 bytes of PUBLISH around a
+    // payload of 1,006; 1,024 is the packet limit.
+    let config = ExchangeConfig {
+        max_packet_size: 1024,
+        ..ExchangeConfig::default()
+    };
+    let mut h = Harness::with_config(config);
+    let (_, message) = expect_store(h.send(&Request::post(10).payload(&[7; 1006]).bytes()));
+    assert_eq!(message.payload.len(), 1006);
+    let answer = expect_reply(h.send(&Request::post(11).payload(&[7; 1007]).bytes()));
+    assert_ack(&answer, "4.13", 11);
+    assert_eq!(answer.uint_option(60), Some(1006));
+}

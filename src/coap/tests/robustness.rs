@@ -40,6 +40,7 @@ fn small_harness() -> Harness {
         block_capacity: BLOCK_CAPACITY,
         block_lifetime: Duration::from_secs(30),
         full_retry_after_s: 5,
+        max_packet_size: 262_144,
     })
 }
 

@@ -24,6 +24,7 @@
 //!   generation, so a late end never removes its successor.
 
 use super::credentials::Credentials;
+use super::outcomes::{HandshakeOutcomes, Outcome};
 use super::prefilter::{self, Datagram};
 use super::session::{self, Session};
 use super::vconn::VirtualConn;
@@ -64,6 +65,8 @@ pub struct Limits {
 #[derive(Default)]
 pub(super) struct Peers {
     table: Mutex<Table>,
+    /// How handshakes ended, for /metrics.
+    pub outcomes: HandshakeOutcomes,
 }
 
 #[derive(Default)]
@@ -384,6 +387,7 @@ impl Demux {
         };
         if !bucket.take(Instant::now()) {
             dropped.rate_limited += 1;
+            self.peers.outcomes.count(Outcome::RateLimited);
             return;
         }
         while table.handshaking >= self.limits.max_handshakes
@@ -391,6 +395,7 @@ impl Demux {
         {
             if !table.evict_unverified(Instant::now()) {
                 dropped.table_full += 1;
+                self.peers.outcomes.count(Outcome::TableFull);
                 if quiet.admit("full", Instant::now()).is_some() {
                     log::warn!(
                         "{}: peer table full ({} sessions, {} handshaking); new peers wait",

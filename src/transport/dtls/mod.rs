@@ -18,6 +18,7 @@
 
 mod credentials;
 mod demux;
+mod outcomes;
 mod prefilter;
 mod session;
 mod vconn;
@@ -36,13 +37,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Decrypted datagrams waiting for the CoAP server of one listener.
 const INBOUND: usize = 1024;
-/// Asked of the kernel for each socket: room for bursts of handshakes.
-const RECEIVE_BUFFER: usize = 4 << 20;
 
 /// Whether the demultiplexer lets a datagram from the network reach
 /// webrtc-dtls's parsers. Public for the `dtls_records` fuzz target, which
@@ -96,7 +94,7 @@ impl Dtls {
     /// Binds `addr` and starts its demultiplexer; it runs until the link
     /// is dropped.
     pub fn bind(&self, addr: SocketAddr) -> io::Result<DtlsLink> {
-        let socket = Arc::new(bind_udp(addr)?);
+        let socket = Arc::new(super::bind_udp(addr)?);
         let name: Arc<str> = Arc::from(format!("dtls {}", socket.local_addr()?));
         let peers = Arc::new(Peers::default());
         let (inbound_tx, inbound) = mpsc::channel(INBOUND);
@@ -155,16 +153,6 @@ fn read_keys(path: &std::path::Path) -> anyhow::Result<PskKeys> {
     Ok(keys.unwrap_or_default())
 }
 
-fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    // Best effort: the kernel caps it at net.core.rmem_max.
-    let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
-}
-
 /// The decrypted side of one DTLS listener, for its CoAP server. Dropping
 /// it stops the listener and ends its sessions.
 pub struct DtlsLink {
@@ -197,5 +185,9 @@ impl Link for DtlsLink {
 
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn handshakes(&self) -> Vec<(&'static str, u64)> {
+        self.peers.outcomes.totals()
     }
 }

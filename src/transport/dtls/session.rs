@@ -21,6 +21,8 @@ use tokio::time::Instant;
 use webrtc_dtls::config::Config;
 use webrtc_dtls::conn::DTLSConn;
 
+use super::outcomes::Outcome;
+
 /// Answers waiting to be encrypted for one session.
 const OUTBOX: usize = 64;
 /// Largest decrypted record (one CoAP message) a session accepts. Each
@@ -81,10 +83,12 @@ pub(super) async fn run(mut s: Session) {
                     Mode::Certificate => " (certificate refused?)",
                 };
                 log::info!("{}: handshake with {} failed{hint}: {e}", s.listener, s.addr);
+                s.peers.outcomes.count(Outcome::Failed);
                 return;
             }
             Err(_) => {
                 log::debug!("{}: handshake with {} timed out", s.listener, s.addr);
+                s.peers.outcomes.count(Outcome::Timeout);
                 return;
             }
         },
@@ -94,6 +98,7 @@ pub(super) async fn run(mut s: Session) {
         Ok(identity) => identity,
         Err(why) => {
             log::info!("{}: refused {}: {why}", s.listener, s.addr);
+            s.peers.outcomes.count(Outcome::RefusedIdentity);
             let _ = tokio::time::timeout(WRITE_TIMEOUT, conn.close()).await;
             return;
         }
@@ -111,6 +116,7 @@ pub(super) async fn run(mut s: Session) {
     if !s.peers.establish(s.addr, s.generation, session) {
         return;
     }
+    s.peers.outcomes.count(Outcome::Ok);
     let how = match s.mode {
         Mode::Psk => "a pre-shared key",
         Mode::Certificate => "a certificate",
