@@ -15,25 +15,73 @@ use support::disk::SmallDisk;
 use support::subscriber::Subscriber;
 use support::{free_tcp_port, free_udp_port, wait_until, WAIT};
 
+/// The daemon with its store on a 16 MiB tmpfs, its broker stopped (so
+/// everything stays queued), a subscriber for when the broker returns, and
+/// its admin endpoint.
+struct OfflineGateway {
+    _scratch: tempfile::TempDir,
+    disk: SmallDisk,
+    broker: Broker,
+    subscriber: Subscriber,
+    daemon: Daemon,
+    admin: u16,
+}
+
+impl OfflineGateway {
+    /// None (after saying SKIPPED) where no tmpfs can be mounted.
+    fn start() -> Option<OfflineGateway> {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let Some(disk) = SmallDisk::mount(&scratch.path().join("fs"), "16m") else {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+            return None;
+        };
+        let mut broker = Broker::start();
+        let subscriber = Subscriber::start(broker.port(), "t/#");
+        broker.stop();
+        let admin = free_tcp_port();
+        let mut config = DaemonConfig::new(free_udp_port(), broker.port())
+            .route(RouteConfig::new("s/{d}", "t/{d}"));
+        config.store_path = disk.dir.join("store").display().to_string();
+        config.keep_alive_s = Some(5);
+        config.admin_port = Some(admin);
+        let daemon = Daemon::start_config(&config);
+        Some(OfflineGateway {
+            _scratch: scratch,
+            disk,
+            broker,
+            subscriber,
+            daemon,
+            admin,
+        })
+    }
+}
+
+/// Starts the broker again and checks every acknowledged payload arrives.
+fn assert_all_delivered(broker: &mut Broker, subscriber: &Subscriber, acked: &[String]) {
+    broker.start_again();
+    let got = subscriber.wait_for_count(acked.len(), Duration::from_secs(60));
+    let delivered: std::collections::HashSet<String> =
+        got.iter().map(|m| m.payload_str()).collect();
+    let lost: Vec<&String> = acked.iter().filter(|p| !delivered.contains(*p)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but never delivered: {lost:?}"
+    );
+}
+
 #[test]
 fn full_disk_gets_503_then_recovers_with_the_queue_intact() {
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let Some(disk) = SmallDisk::mount(&scratch.path().join("fs"), "16m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+    let Some(rig) = OfflineGateway::start() else {
         return;
     };
-    let mut broker = Broker::start();
-    let subscriber = Subscriber::start(broker.port(), "t/#");
-    broker.stop();
-
-    let port = free_udp_port();
-    let mut config =
-        DaemonConfig::new(port, broker.port()).route(RouteConfig::new("s/{d}", "t/{d}"));
-    config.store_path = disk.dir.join("store").display().to_string();
-    config.keep_alive_s = Some(5);
-    let admin = free_tcp_port();
-    config.admin_port = Some(admin);
-    let daemon = Daemon::start_config(&config);
+    let OfflineGateway {
+        disk,
+        mut broker,
+        subscriber,
+        daemon,
+        admin,
+        ..
+    } = rig;
     assert_eq!(admin_get(admin, "/healthz").0, 200, "healthy at start");
     let mut client = CoapClient::new(daemon.coap_addr());
 
@@ -87,15 +135,7 @@ fn full_disk_gets_503_then_recovers_with_the_queue_intact() {
         admin_get(admin, "/healthz").0 == 200
     });
 
-    broker.start_again();
-    let got = subscriber.wait_for_count(acked.len(), Duration::from_secs(60));
-    let delivered: std::collections::HashSet<String> =
-        got.iter().map(|m| m.payload_str()).collect();
-    let lost: Vec<&String> = acked.iter().filter(|p| !delivered.contains(*p)).collect();
-    assert!(
-        lost.is_empty(),
-        "acknowledged but never delivered: {lost:?}"
-    );
+    assert_all_delivered(&mut broker, &subscriber, &acked);
     eprintln!(
         "disk full: {} acknowledged, {refused} refused with 5.03, all delivered",
         acked.len()
@@ -154,21 +194,16 @@ fn an_unwritable_state_directory_gets_503_and_recovers_when_writable() {
 /// was answered 2.04 for must reach the broker.
 #[test]
 fn repeated_full_disk_never_abandons_the_store() {
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let Some(disk) = SmallDisk::mount(&scratch.path().join("fs"), "16m") else {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+    let Some(rig) = OfflineGateway::start() else {
         return;
     };
-    let mut broker = Broker::start();
-    let subscriber = Subscriber::start(broker.port(), "t/#");
-    broker.stop();
-
-    let port = free_udp_port();
-    let mut config =
-        DaemonConfig::new(port, broker.port()).route(RouteConfig::new("s/{d}", "t/{d}"));
-    config.store_path = disk.dir.join("store").display().to_string();
-    config.keep_alive_s = Some(5);
-    let daemon = Daemon::start_config(&config);
+    let OfflineGateway {
+        disk,
+        mut broker,
+        subscriber,
+        daemon,
+        ..
+    } = rig;
     let mut client = CoapClient::new(daemon.coap_addr());
 
     let mut acked = Vec::new();
@@ -233,15 +268,7 @@ fn repeated_full_disk_never_abandons_the_store() {
         .collect();
     assert!(aside.is_empty(), "the store was moved aside: {aside:?}");
 
-    broker.start_again();
-    let got = subscriber.wait_for_count(acked.len(), Duration::from_secs(60));
-    let delivered: std::collections::HashSet<String> =
-        got.iter().map(|m| m.payload_str()).collect();
-    let lost: Vec<&String> = acked.iter().filter(|p| !delivered.contains(*p)).collect();
-    assert!(
-        lost.is_empty(),
-        "acknowledged but never delivered: {lost:?}"
-    );
+    assert_all_delivered(&mut broker, &subscriber, &acked);
     eprintln!(
         "repeated full disk: {} acknowledged, {refused} refused with 5.03 while full, all delivered",
         acked.len()
