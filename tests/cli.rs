@@ -1,8 +1,8 @@
 //! The command line, as an operator meets it: `--version`, `check-config`
 //! on the shipped config and on broken ones (every problem printed as
-//! `file:line: key: message`, exit 2), `psk add`/`psk list`, and `status`
-//! against a running daemon. (A world-readable PSK file refused at `run`
-//! is in tests/dtls.rs.)
+//! `file:line: key: message`, exit 2), and `status` against a running
+//! daemon. (`psk add`/`psk list` and a world-readable PSK file refused at
+//! `run` are in tests/dtls.rs, with the rest of DTLS.)
 
 mod support;
 
@@ -139,39 +139,6 @@ fn check_config_of_a_missing_file_exits_2_naming_it() {
     let run = run_binary(&["check-config", "--config", path(&file)], WAIT);
     assert_eq!(exit_code(&run), Some(2), "{}", run.output);
     assert!(run.output.contains(path(&file)), "{}", run.output);
-}
-
-#[test]
-fn psk_add_prints_only_a_key_writes_0600_refuses_duplicates_and_list_hides_keys() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("psk.toml");
-    let added = run_binary(&["psk", "add", "dev-a", "--psk-file", path(&file)], WAIT);
-    assert_eq!(exit_code(&added), Some(0), "{}", added.output);
-    let key = added
-        .output
-        .strip_suffix('\n')
-        .expect("the key ends with a newline");
-    assert_eq!(key.len(), 32, "{key:?}");
-    assert!(key.bytes().all(|b| b.is_ascii_alphanumeric()), "{key:?}");
-    let mode = std::fs::metadata(&file)
-        .expect("created")
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o600);
-
-    let dup = run_binary(&["psk", "add", "dev-a", "--psk-file", path(&file)], WAIT);
-    assert_ne!(exit_code(&dup), Some(0), "{}", dup.output);
-    assert!(dup.output.contains("dev-a"), "{}", dup.output);
-    let other = run_binary(&["psk", "add", "dev-b", "--psk-file", path(&file)], WAIT);
-    assert_eq!(exit_code(&other), Some(0), "{}", other.output);
-    assert_ne!(other.output.trim_end(), key, "keys must differ");
-
-    let list = run_binary(&["psk", "list", "--psk-file", path(&file)], WAIT);
-    assert_eq!(exit_code(&list), Some(0), "{}", list.output);
-    assert_eq!(list.output, "dev-a\ndev-b\n");
-    assert!(!list.output.contains(key));
 }
 
 #[test]
