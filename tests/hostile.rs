@@ -236,10 +236,31 @@ topic = "site/{{device}}/{{metric}}"
         stored, expected as f64,
         "only the device's messages may be stored:\n{m}"
     );
+    // Each kind of attack reached the code meant for it: garbage was
+    // dropped and counted, uploads reached the Block1 assemblies (2.31
+    // Continue; the table stays within its bound by eviction), and
+    // ClientHellos met the DTLS rate limit.
     let dropped = sample_sum(&m, "coap2mqtt_coap_dropped_total", "");
+    let continued = sample_sum(&m, "coap2mqtt_coap_responses_total", "code=\"2.31\"");
+    let rate_limited = sample_sum(
+        &m,
+        "coap2mqtt_dtls_handshakes_total",
+        "outcome=\"rate_limited\"",
+    );
+    eprintln!(
+        "hostile: dropped {dropped}, 2.31 sent {continued}, hellos rate-limited {rate_limited}"
+    );
     assert!(
-        dropped > 0.0,
+        dropped >= 1_000.0,
         "the garbage must be counted as dropped:\n{m}"
+    );
+    assert!(
+        continued >= 256.0,
+        "the Block1 uploads must reach the assemblies:\n{m}"
+    );
+    assert!(
+        rate_limited >= 1_000.0,
+        "the ClientHellos must reach the DTLS limits:\n{m}"
     );
     eprintln!(
         "hostile: {sent} datagrams from {SOURCES} sources; device {} requests all 2.04; \

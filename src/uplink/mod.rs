@@ -508,21 +508,30 @@ impl Session {
 
 fn closed_by_broker(error: &ConnectionError) -> bool {
     use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    if matches!(
+        error,
+        ConnectionError::MqttState(StateError::ConnectionAborted)
+    ) {
+        return true;
+    }
+    io_error(error).is_some_and(|e| {
+        matches!(
+            e.kind(),
+            ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe
+        )
+    })
+}
+
+/// The I/O error under a connection error, however rumqttc wrapped it: a
+/// read error surfaces through its codec as a decoding error around it.
+fn io_error(error: &ConnectionError) -> Option<&std::io::Error> {
     match error {
-        ConnectionError::MqttState(StateError::ConnectionAborted) => true,
-        // A read error surfaces through rumqttc's codec as a decoding error
-        // wrapping the I/O error.
-        ConnectionError::MqttState(StateError::Io(e))
+        ConnectionError::Io(e)
+        | ConnectionError::MqttState(StateError::Io(e))
         | ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(
             e,
-        )))
-        | ConnectionError::Io(e) => {
-            matches!(
-                e.kind(),
-                ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe
-            )
-        }
-        _ => false,
+        ))) => Some(e),
+        _ => None,
     }
 }
 
@@ -551,18 +560,13 @@ fn explain(error: &ConnectionError) -> String {
     }
 }
 
-/// The TLS alert the broker sent, if that is what ended the connection.
-/// rustls reports it as an I/O error that rumqttc wraps once or twice.
+/// The TLS alert the broker sent, if that is what ended the connection
+/// (rustls reports it inside an I/O error).
 fn tls_alert(error: &ConnectionError) -> Option<rustls::AlertDescription> {
-    let io = match error {
-        ConnectionError::Io(e)
-        | ConnectionError::MqttState(StateError::Io(e))
-        | ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(
-            e,
-        ))) => e,
-        _ => return None,
-    };
-    match io.get_ref()?.downcast_ref::<rustls::Error>()? {
+    match io_error(error)?
+        .get_ref()?
+        .downcast_ref::<rustls::Error>()?
+    {
         rustls::Error::AlertReceived(alert) => Some(*alert),
         _ => None,
     }

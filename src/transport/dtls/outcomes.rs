@@ -7,63 +7,52 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-#[derive(Debug, Default)]
-pub struct HandshakeOutcomes {
-    /// A session was established (key or certificate and identity good).
-    ok: AtomicU64,
-    /// The handshake failed: unknown identity, wrong key, refused
-    /// certificate, or a protocol error.
-    failed: AtomicU64,
-    /// It completed, but the identity is not acceptable (not UTF-8, no CN,
-    /// characters a topic cannot hold).
-    refused_identity: AtomicU64,
-    /// It did not complete within `dtls.handshake_timeout_s`.
-    timeout: AtomicU64,
-    /// A new peer over `dtls.new_peers_per_s`: its ClientHello was dropped.
-    rate_limited: AtomicU64,
-    /// A new peer while the table was full: its ClientHello was dropped.
-    table_full: AtomicU64,
-}
-
+/// How one handshake ended; the discriminant indexes the counters.
 #[derive(Debug, Clone, Copy)]
 pub enum Outcome {
+    /// A session was established (key or certificate and identity good).
     Ok,
+    /// The handshake failed: unknown identity, wrong key, refused
+    /// certificate, or a protocol error.
     Failed,
+    /// It completed, but the identity is not acceptable (not UTF-8, no CN,
+    /// characters a topic cannot hold).
     RefusedIdentity,
+    /// It did not complete within `dtls.handshake_timeout_s`.
     Timeout,
+    /// A new peer over `dtls.new_peers_per_s`: its ClientHello was dropped.
     RateLimited,
+    /// A new peer while the table was full: its ClientHello was dropped.
     TableFull,
+}
+
+/// The metrics label of each [`Outcome`], in discriminant order.
+const LABELS: [&str; 6] = [
+    "ok",
+    "failed",
+    "refused_identity",
+    "timeout",
+    "rate_limited",
+    "table_full",
+];
+
+#[derive(Debug, Default)]
+pub struct HandshakeOutcomes {
+    counts: [AtomicU64; LABELS.len()],
 }
 
 impl HandshakeOutcomes {
     pub fn count(&self, outcome: Outcome) {
-        self.counter(outcome).fetch_add(1, Ordering::Relaxed);
+        self.counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Every outcome with its total so far, by its metrics label.
     pub fn totals(&self) -> Vec<(&'static str, u64)> {
-        [
-            (Outcome::Ok, "ok"),
-            (Outcome::Failed, "failed"),
-            (Outcome::RefusedIdentity, "refused_identity"),
-            (Outcome::Timeout, "timeout"),
-            (Outcome::RateLimited, "rate_limited"),
-            (Outcome::TableFull, "table_full"),
-        ]
-        .into_iter()
-        .map(|(o, label)| (label, self.counter(o).load(Ordering::Relaxed)))
-        .collect()
-    }
-
-    fn counter(&self, outcome: Outcome) -> &AtomicU64 {
-        match outcome {
-            Outcome::Ok => &self.ok,
-            Outcome::Failed => &self.failed,
-            Outcome::RefusedIdentity => &self.refused_identity,
-            Outcome::Timeout => &self.timeout,
-            Outcome::RateLimited => &self.rate_limited,
-            Outcome::TableFull => &self.table_full,
-        }
+        LABELS
+            .iter()
+            .zip(&self.counts)
+            .map(|(label, n)| (*label, n.load(Ordering::Relaxed)))
+            .collect()
     }
 }
 
@@ -82,5 +71,10 @@ mod tests {
         assert!(totals.contains(&("ok", 2)));
         assert!(totals.contains(&("timeout", 1)));
         assert!(totals.contains(&("failed", 0)));
+        o.count(Outcome::TableFull);
+        assert!(
+            o.totals().contains(&("table_full", 1)),
+            "the last label lines up"
+        );
     }
 }
