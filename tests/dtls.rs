@@ -669,3 +669,65 @@ fn a_psk_file_readable_by_others_refuses_to_start_with_the_fix() {
     );
     assert!(run.output.contains("chmod 600"), "{}", run.output);
 }
+
+/// One CON POST as a DTLS record from a webrtc-dtls client (the same stack
+/// as the daemon, used here only as a device that can send any size).
+async fn post_over_dtls(
+    conn: &webrtc_dtls::conn::DTLSConn,
+    mid: u16,
+    payload: &[u8],
+) -> Option<Message> {
+    use webrtc_util::Conn;
+    let request = Message::new(MsgType::Con, Code::POST, mid, &[0x42])
+        .with_path(&["sensors", "a", "t"])
+        .with_payload(payload.to_vec());
+    conn.send(&request.encode()).await.expect("send a record");
+    let mut buf = vec![0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(2), conn.recv(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Message::decode(&buf[..n]).ok()
+}
+
+#[test]
+fn a_record_over_4_kib_is_dropped_and_the_session_goes_on() {
+    let gw = Gateway::psk(&[("sensor-01", KEY)]);
+    let target = SocketAddr::from(([127, 0, 0, 1], gw.dtls_port));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        use webrtc_dtls::cipher_suite::CipherSuiteId;
+        use webrtc_dtls::config::{Config, ExtendedMasterSecretType};
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        socket.connect(target).await.expect("connect");
+        let config = Config {
+            psk: Some(Arc::new(|_: &[u8]| Ok(KEY.as_bytes().to_vec()))),
+            psk_identity_hint: Some(b"sensor-01".to_vec()),
+            cipher_suites: vec![CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8],
+            extended_master_secret: ExtendedMasterSecretType::Request,
+            ..Default::default()
+        };
+        let conn = webrtc_dtls::conn::DTLSConn::new(Arc::new(socket), config, true, None)
+            .await
+            .expect("handshake");
+        // 5,000 bytes: over the session's 4 KiB, under the DTLS maximum.
+        let big = post_over_dtls(&conn, 1, &[b'x'; 5000]).await;
+        assert!(
+            big.is_none(),
+            "no answer to a record too large to read: {big:?}"
+        );
+        // The same session still serves.
+        let small = post_over_dtls(&conn, 2, b"after").await.expect("an answer");
+        assert_eq!(small.code, Code::CHANGED);
+    });
+    gw.subscriber.wait_for_count(1, WAIT);
+    std::thread::sleep(Duration::from_millis(500));
+    let got = gw.subscriber.messages();
+    assert_eq!(got.len(), 1, "only the small one is stored: {got:?}");
+    assert_eq!(got[0].payload, b"after");
+}
