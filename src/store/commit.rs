@@ -220,6 +220,7 @@ impl Queue {
         let mut evict_after: Option<Seq> = None;
         let (mut removed, mut dropped) = (0u64, 0u64);
         let mut failure: Option<sled::Error> = None;
+        let mut large_values = false;
 
         for command in commands.drain(..) {
             match command {
@@ -241,6 +242,7 @@ impl Queue {
                         gone.insert(seq);
                         count = count.saturating_sub(1);
                         bytes = bytes.saturating_sub(v.len() as u64);
+                        large_values |= v.len() >= super::durable::BLOB_CANDIDATE;
                         dead.push((seq, v, reason));
                     }
                     Ok(None) => {}
@@ -301,6 +303,7 @@ impl Queue {
                     }
                     match h.db.generate_id() {
                         Ok(seq) => {
+                            large_values |= value.len() >= super::durable::BLOB_CANDIDATE;
                             batch.insert(&seq.to_be_bytes(), value);
                             count += 1;
                             bytes += size;
@@ -334,7 +337,7 @@ impl Queue {
             }
             h.messages.apply_batch(batch)?;
             if !accepted.is_empty() || !dead.is_empty() {
-                h.db.flush()?;
+                h.flush(large_values)?;
             }
             Ok(())
         });

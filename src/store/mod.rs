@@ -10,8 +10,10 @@
 //! - Only the committer thread ([`commit`]) writes; readers (the uplink, the
 //!   metrics) read concurrently. One writer makes the counters exact.
 //! - A message is durable only after `Db::flush` (sled's `insert` is not,
-//!   not even against kill -9), so devices are answered only after the flush
-//!   of the batch that holds their message.
+//!   not even against kill -9) *and* our own fdatasync/fsync of sled's files
+//!   (sled's flush ends in `sync_file_range`, which a power cut defeats; see
+//!   `durable.rs`), so devices are answered only after both, for the batch
+//!   that holds their message.
 //! - Sequence numbers only grow, so reading from the first key resends in
 //!   the order devices were answered.
 //! - After an I/O error (a full disk, a directory made unwritable) sled
@@ -25,6 +27,7 @@
 //!   reopen on a still-full disk produces and sled would call corruption.
 
 pub mod commit;
+mod durable;
 pub mod record;
 
 pub use commit::{spawn_committer, AppendOutcome, Command, StoreHandle};
@@ -135,6 +138,9 @@ struct Handles {
     db: sled::Db,
     messages: sled::Tree,
     dead: sled::Tree,
+    /// sled's files, synced after every flush (see `durable.rs`); only the
+    /// committer (and the final flush after it) uses them.
+    files: std::sync::Mutex<durable::SledFiles>,
 }
 
 /// What opening the store found.
@@ -277,7 +283,13 @@ impl Queue {
                 db.flush().map_err(sled_err)?;
             }
         }
-        Ok(Handles { db, messages, dead })
+        let files = durable::SledFiles::open(path).map_err(|e| sled_err(sled::Error::Io(e)))?;
+        Ok(Handles {
+            db,
+            messages,
+            dead,
+            files: std::sync::Mutex::new(files),
+        })
     }
 
     /// Whether the store can take messages now.
@@ -401,11 +413,7 @@ impl Queue {
     /// Makes everything written so far durable (used at shutdown).
     pub fn flush(&self) -> Result<(), StoreError> {
         match self.read_handles().as_ref() {
-            Some(h) => {
-                h.db.flush()
-                    .map(|_| ())
-                    .map_err(|source| self.error(source))
-            }
+            Some(h) => h.flush(true).map_err(|source| self.error(source)),
             None => Ok(()),
         }
     }
@@ -419,6 +427,18 @@ impl Queue {
 }
 
 impl Handles {
+    /// Flushes sled and makes the flush durable (see `durable.rs`): only
+    /// after this returns may anyone be told their message is stored.
+    /// `large_values`: something flushed may have gone to a blob file.
+    fn flush(&self, large_values: bool) -> Result<(), sled::Error> {
+        self.db.flush()?;
+        self.files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sync(large_values)
+            .map_err(sled::Error::Io)
+    }
+
     /// Depth and bytes from the counters record; a store without one is new
     /// (or damaged) and is counted once.
     fn counters(&self) -> Result<(u64, u64), sled::Error> {
