@@ -10,6 +10,7 @@
 //! connects in the background, and a large queue on disk is read lazily.
 
 use crate::coap::exchange::{Exchange, ExchangeConfig, Ticket};
+use crate::coap::recall::Recall;
 use crate::config::Config;
 use crate::metrics::{Metrics, Thresholds};
 use crate::reload;
@@ -69,12 +70,22 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         thresholds,
     );
 
+    let recalled = recent_requests(&queue);
+    if !recalled.is_empty() {
+        log::info!(
+            "store: {} requests stored in the last {}s are remembered, so their retransmissions are answered, not stored again",
+            recalled.len(),
+            store::RECALL_LIFETIME_MS / 1000
+        );
+    }
+
     let (routes_tx, routes) = watch::channel(Arc::new(config.router()));
     let (shutdown_tx, shutdown) = watch::channel(false);
 
     // One CoAP server (and so one exchange) per socket, whatever the transport.
     let listeners = Listeners {
         exchange: exchange_config(&config),
+        recalled,
         metrics: metrics.clone(),
         routes,
         store: store.clone(),
@@ -149,6 +160,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// store and the shutdown signal.
 struct Listeners {
     exchange: ExchangeConfig,
+    /// Requests stored before this start, for deduplication.
+    recalled: Vec<(Recall, Duration)>,
     metrics: Arc<Metrics>,
     routes: watch::Receiver<Arc<Router>>,
     store: StoreHandle<Ticket>,
@@ -159,15 +172,31 @@ impl Listeners {
     /// Starts the CoAP server of one socket; `kind` labels its metrics.
     fn serve<L: Link + 'static>(&self, link: L, kind: &'static str) -> tokio::task::JoinHandle<()> {
         log::info!("coap: listening on {}", link.name());
+        let mut exchange = Exchange::new(self.exchange.clone(), rand::random());
+        exchange.recall(self.recalled.clone(), std::time::Instant::now());
         let server = Server {
             link,
             metrics: self.metrics.transport(kind),
-            exchange: Exchange::new(self.exchange.clone(), rand::random()),
+            exchange,
             routes: self.routes.clone(),
             store: self.store.clone(),
         };
         tokio::spawn(server.serve(self.shutdown.clone()))
     }
+}
+
+/// The requests stored within the last EXCHANGE_LIFETIME, with their age,
+/// for each exchange's deduplication table (see `coap::recall`).
+fn recent_requests(queue: &Queue) -> Vec<(Recall, Duration)> {
+    let now = store::now_ms();
+    queue
+        .recent_recalls(now.saturating_sub(store::RECALL_LIFETIME_MS))
+        .into_iter()
+        .filter_map(|(received_ms, bytes)| {
+            let age = Duration::from_millis(now.saturating_sub(received_ms));
+            Some((Recall::decode(&bytes)?, age))
+        })
+        .collect()
 }
 
 fn exchange_config(config: &Config) -> ExchangeConfig {

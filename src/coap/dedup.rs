@@ -48,7 +48,7 @@ pub enum Lifetime {
 }
 
 impl Lifetime {
-    fn duration(self) -> Duration {
+    pub fn duration(self) -> Duration {
         match self {
             Lifetime::Confirmable => EXCHANGE_LIFETIME,
             Lifetime::NonConfirmable => NON_LIFETIME,

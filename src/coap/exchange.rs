@@ -25,6 +25,7 @@
 use super::block::{Assemblies, AssemblyKey, BlockOption, BlockProgress};
 pub use super::counters::ExchangeCounters;
 use super::dedup::{DedupKey, DedupTable, Lifetime, Remembered, Stamp};
+use super::recall::Recall;
 use super::request::{self, NoResponse, RequestOptions};
 use super::wire::{
     self, CoapMessage, Code, Header, MessageType, ParseError, Response, ResponseOptions, Token,
@@ -166,6 +167,19 @@ impl Ticket {
     pub fn message_id(&self) -> u16 {
         self.origin.message_id
     }
+
+    /// What deduplication must remember of this request across a restart
+    /// once it is stored: the store writes it with the message.
+    pub fn recall(&self) -> Recall {
+        Recall {
+            peer: self.peer.clone(),
+            message_id: self.origin.message_id,
+            confirmable: self.origin.confirmable,
+            token: self.origin.token,
+            block1: self.block1.map(BlockOption::value),
+            no_response: self.origin.no_response.mask(),
+        }
+    }
 }
 
 /// How an answer is addressed: to the request it answers.
@@ -242,6 +256,55 @@ impl Exchange {
     /// How many Block1 uploads are under way now.
     pub fn uploads_len(&self) -> usize {
         self.assemblies.len()
+    }
+
+    /// Remembers requests stored before a restart, each with how long ago
+    /// it was stored, so that their retransmissions are answered again with
+    /// the same 2.04 instead of being stored twice. Call before the first
+    /// datagram. Those older than their lifetime are skipped. Returns how
+    /// many were remembered.
+    pub fn recall(&mut self, mut recalled: Vec<(Recall, Duration)>, now: Instant) -> usize {
+        // Oldest first: the table expects insertions in time order.
+        recalled.sort_by_key(|(_, age)| std::cmp::Reverse(*age));
+        let mut remembered_now = 0;
+        for (recall, age) in recalled {
+            let lifetime = match recall.confirmable {
+                true => Lifetime::Confirmable,
+                false => Lifetime::NonConfirmable,
+            };
+            if age >= lifetime.duration() {
+                continue;
+            }
+            let origin = Origin {
+                confirmable: recall.confirmable,
+                message_id: recall.message_id,
+                token: recall.token,
+                no_response: NoResponse::from_mask(recall.no_response),
+            };
+            let answer = Answer {
+                code: Code::CHANGED,
+                options: ResponseOptions {
+                    block1: recall.block1,
+                    ..ResponseOptions::default()
+                },
+            };
+            // Only a Confirmable's bytes are repeated; a NON's answer (with
+            // its own Message ID) is never sent again.
+            let bytes = encode_answer(&origin, answer, 0);
+            let key = DedupKey {
+                peer: recall.peer,
+                message_id: recall.message_id,
+            };
+            // After a reboot the monotonic clock may be younger than the
+            // entry: it is then remembered from now, a little longer than
+            // needed, which is harmless.
+            let since = now.checked_sub(age).unwrap_or(now);
+            self.dedup
+                .remember(key, remembered(&origin, bytes.as_deref()), lifetime, since);
+            remembered_now += 1;
+        }
+        self.sync_table_counters();
+        remembered_now
     }
 
     /// One datagram in; what to do now out.
@@ -618,19 +681,11 @@ impl Exchange {
             4 => self.counters.responses_4xx += 1,
             _ => self.counters.responses_5xx += 1,
         }
-        let (message_type, message_id) = if origin.confirmable {
-            (MessageType::Acknowledgement, origin.message_id)
-        } else {
-            (MessageType::NonConfirmable, self.take_message_id())
+        let non_message_id = match origin.confirmable {
+            true => 0,
+            false => self.take_message_id(),
         };
-        let response = Response {
-            message_type,
-            code: answer.code,
-            message_id,
-            token: origin.token,
-            options: answer.options,
-        };
-        Some(response.encode())
+        encode_answer(origin, answer, non_message_id)
     }
 
     fn take_message_id(&mut self) -> u16 {
@@ -645,6 +700,33 @@ impl Exchange {
         self.counters.block_evictions = self.assemblies.evicted;
         self.counters.block_expired = self.assemblies.expired;
     }
+}
+
+/// The bytes of an answer to `origin`: a piggybacked ACK for a
+/// Confirmable, a NON with `non_message_id` for a Non-confirmable;
+/// No-Response turns it into an empty ACK or nothing.
+fn encode_answer(origin: &Origin, answer: Answer, non_message_id: u16) -> Option<Vec<u8>> {
+    if origin.no_response.suppresses(answer.code) {
+        return match origin.confirmable {
+            true => Some(wire::empty_message(
+                MessageType::Acknowledgement,
+                origin.message_id,
+            )),
+            false => None,
+        };
+    }
+    let (message_type, message_id) = match origin.confirmable {
+        true => (MessageType::Acknowledgement, origin.message_id),
+        false => (MessageType::NonConfirmable, non_message_id),
+    };
+    let response = Response {
+        message_type,
+        code: answer.code,
+        message_id,
+        token: origin.token,
+        options: answer.options,
+    };
+    Some(response.encode())
 }
 
 /// What deduplication keeps of an answered request: the bytes for a

@@ -10,6 +10,7 @@
 //! - `request`: what a request's code and options ask for (method, path,
 //!   Block1, Size1, No-Response) and whether the gateway may process it.
 //! - `dedup`: which (peer, Message ID) pairs were seen and what was answered.
+//! - `recall`: what deduplication keeps of a stored request across a restart.
 //! - `block`: Block1 reassembly of uploads sent in pieces.
 //! - `counters`: what became of each datagram, for metrics.
 //!
@@ -43,6 +44,7 @@ pub mod block;
 pub mod counters;
 pub mod dedup;
 pub mod exchange;
+pub mod recall;
 pub mod request;
 pub mod wire;
 

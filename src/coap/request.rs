@@ -45,6 +45,15 @@ impl NoResponse {
         }
     }
 
+    /// The option's value as sent (kept with a stored request, see `recall.rs`).
+    pub fn mask(self) -> u8 {
+        self.0
+    }
+
+    pub fn from_mask(mask: u8) -> NoResponse {
+        NoResponse(mask)
+    }
+
     pub fn suppresses(self, code: Code) -> bool {
         let bit = match code.class() {
             2 => NoResponse::NOT_2XX,

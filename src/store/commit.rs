@@ -17,6 +17,7 @@
 
 use super::{
     decode_u64, Handles, Queue, Record, Seq, COUNTERS_KEY, DEAD_LETTER_CAPACITY, LAST_MESSAGE_KEY,
+    RECALL_CAPACITY, RECALL_LIFETIME_MS,
 };
 use crate::config::OnFull;
 use crate::message::Message;
@@ -53,6 +54,10 @@ pub enum Command<R> {
     Append {
         message: Message,
         received_ms: u64,
+        /// What deduplication must remember of the request after a restart
+        /// (opaque here; see `coap::recall`), written in the same commit as
+        /// the message; empty for none.
+        recall: Vec<u8>,
         receipt: R,
         reply: ReplyTo<R>,
     },
@@ -221,6 +226,7 @@ impl Queue {
         let (mut removed, mut dropped) = (0u64, 0u64);
         let mut failure: Option<sled::Error> = None;
         let mut large_values = false;
+        let mut recalls: Vec<([u8; 16], Vec<u8>)> = Vec::new();
 
         for command in commands.drain(..) {
             match command {
@@ -251,6 +257,7 @@ impl Queue {
                 Command::Append {
                     message,
                     received_ms,
+                    recall,
                     receipt,
                     reply,
                 } => {
@@ -305,6 +312,9 @@ impl Queue {
                         Ok(seq) => {
                             large_values |= value.len() >= super::durable::BLOB_CANDIDATE;
                             batch.insert(&seq.to_be_bytes(), value);
+                            if !recall.is_empty() {
+                                recalls.push((recall_key(received_ms, seq), recall));
+                            }
                             count += 1;
                             bytes += size;
                             accepted.push_back(Accepted {
@@ -335,6 +345,15 @@ impl Queue {
                 h.dead
                     .insert(seq.to_be_bytes(), dead_letter(value, reason))?;
             }
+            // Recalls go in before the flush that makes their messages
+            // durable; one without its message only means a retransmission
+            // of an unstored request is answered 2.04 again, and that cannot
+            // happen: both are lost or kept by the same flush.
+            let mut recall_batch = sled::Batch::default();
+            for (key, recall) in &recalls {
+                recall_batch.insert(key, recall.as_slice());
+            }
+            h.recalls.apply_batch(recall_batch)?;
             h.messages.apply_batch(batch)?;
             if !accepted.is_empty() || !dead.is_empty() {
                 h.flush(large_values)?;
@@ -363,6 +382,7 @@ impl Queue {
                     log::error!(queue_seq = *seq; "message {seq} moved to dead letters: {reason}");
                 }
                 trim_dead_letters(h);
+                self.trim_recalls(h, recalls.len());
                 let had_appends = !accepted.is_empty();
                 for a in accepted {
                     let _ = a.reply.send((a.receipt, AppendOutcome::Stored));
@@ -403,6 +423,39 @@ impl Queue {
         log::trace!("commit took {:?}", started.elapsed());
         result.err()
     }
+}
+
+impl Queue {
+    /// Keeps the recall tree within [`RECALL_CAPACITY`] and forgets entries
+    /// older than [`RECALL_LIFETIME_MS`]: the oldest go first.
+    fn trim_recalls(&self, h: &Handles, added: usize) {
+        let count = &self.inner.recalls;
+        let mut n = count.load(Ordering::Relaxed) + added;
+        let too_old = super::now_ms().saturating_sub(RECALL_LIFETIME_MS);
+        loop {
+            let over = n > RECALL_CAPACITY;
+            let expired = match h.recalls.first() {
+                Ok(Some((k, _))) => decode_u64(&k[..8.min(k.len())]).is_some_and(|ms| ms < too_old),
+                _ => false,
+            };
+            if !(over || expired) {
+                break;
+            }
+            match h.recalls.pop_min() {
+                Ok(Some(_)) => n -= 1,
+                _ => break,
+            }
+        }
+        count.store(n, Ordering::Relaxed);
+    }
+}
+
+/// Recalls sort by when they were received, then by sequence number.
+fn recall_key(received_ms: u64, seq: Seq) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&received_ms.to_be_bytes());
+    key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
 }
 
 /// The oldest message after `after` not already removed in this batch.

@@ -54,6 +54,12 @@ const COUNTERS_KEY: &[u8] = b"\xff\xff\xff\xff\xff\xff\xff\xff#counters";
 const LAST_MESSAGE_KEY: [u8; 8] = [0xff; 8];
 /// Dead letters beyond this many push the oldest dead letter out.
 pub const DEAD_LETTER_CAPACITY: usize = 10_000;
+/// Recalls (what deduplication needs of a stored request after a restart)
+/// kept at most: the default `coap.dedup_capacity`.
+pub const RECALL_CAPACITY: usize = 65_536;
+/// How long a recall is kept: EXCHANGE_LIFETIME (RFC 7252), the longest a
+/// device retransmits a request.
+pub const RECALL_LIFETIME_MS: u64 = 247_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -131,6 +137,8 @@ struct Inner {
     /// A reopen found damage and said so at error level; quieter until the
     /// store is back.
     damage_logged: std::sync::atomic::AtomicBool,
+    /// Entries in the recall tree (counted at open, kept by the committer).
+    recalls: std::sync::atomic::AtomicUsize,
 }
 
 /// The open sled database and its trees.
@@ -138,6 +146,9 @@ struct Handles {
     db: sled::Db,
     messages: sled::Tree,
     dead: sled::Tree,
+    /// Recent stored requests for deduplication across restarts, under
+    /// (received ms, seq) keys; see `coap::recall`.
+    recalls: sled::Tree,
     /// sled's files, synced after every flush (see `durable.rs`); only the
     /// committer (and the final flush after it) uses them.
     files: std::sync::Mutex<durable::SledFiles>,
@@ -169,6 +180,7 @@ impl Queue {
                 stats: Stats::default(),
                 new_data: Notify::new(),
                 damage_logged: Default::default(),
+                recalls: Default::default(),
             }),
         };
         let mut opened = Opened {
@@ -243,6 +255,10 @@ impl Queue {
         stats
             .dead_letters
             .store(handles.dead.len() as u64, Ordering::Relaxed);
+        // Bounded by RECALL_CAPACITY (plus one batch), so counting is cheap.
+        self.inner
+            .recalls
+            .store(handles.recalls.len(), Ordering::Relaxed);
         *slot = Some(handles);
         Ok(aside)
     }
@@ -267,6 +283,7 @@ impl Queue {
         let meta = db.open_tree("meta").map_err(sled_err)?;
         let messages = db.open_tree("messages").map_err(sled_err)?;
         let dead = db.open_tree("dead").map_err(sled_err)?;
+        let recalls = db.open_tree("recalls").map_err(sled_err)?;
         match meta.get(FORMAT_KEY).map_err(sled_err)? {
             Some(v) => {
                 let found = decode_u64(&v).unwrap_or(u64::MAX);
@@ -288,6 +305,7 @@ impl Queue {
             db,
             messages,
             dead,
+            recalls,
             files: std::sync::Mutex::new(files),
         })
     }
@@ -380,6 +398,21 @@ impl Queue {
             .next()?
             .ok()?;
         Record::decode(&v).ok().map(|r| r.received_ms)
+    }
+
+    /// The recalls of requests received at or after `since_ms` (ms since
+    /// the epoch), oldest first, each with when it was received.
+    pub fn recent_recalls(&self, since_ms: u64) -> Vec<(u64, Vec<u8>)> {
+        let guard = self.read_handles();
+        let Some(handles) = guard.as_ref() else {
+            return Vec::new();
+        };
+        handles
+            .recalls
+            .range(since_ms.to_be_bytes()..)
+            .filter_map(|item| item.ok())
+            .filter_map(|(k, v)| Some((decode_u64(k.get(..8)?)?, v.to_vec())))
+            .collect()
     }
 
     /// Bytes the store's files take on disk.

@@ -49,6 +49,7 @@ fn appends(
         .map(|i| Command::Append {
             message: message(i),
             received_ms: 1_000 + i as u64,
+            recall: Vec::new(),
             receipt: i,
             reply: tx.clone(),
         })
@@ -271,6 +272,7 @@ fn an_unavailable_store_answers_unavailable_and_applies_removals_once_back() {
     let append = |i: usize| Command::Append {
         message: message(i),
         received_ms: 0,
+        recall: Vec::new(),
         receipt: i,
         reply: tx.clone(),
     };
@@ -355,4 +357,53 @@ fn damage_found_while_running_keeps_the_store_and_leaves_it_unavailable() {
     q.try_recover();
     assert!(q.is_available());
     assert_eq!(payloads(&q), vec!["m0", "m1", "m2"]);
+}
+
+#[test]
+fn recalls_are_written_with_their_messages_and_read_back_after_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = now_ms();
+    {
+        let q = open(dir.path(), limits(100, 1 << 20, OnFull::Reject));
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let cmds = (0..3)
+            .map(|i| Command::Append {
+                message: message(i),
+                received_ms: now - 1_000 + i as u64,
+                recall: vec![i as u8; 4],
+                receipt: i,
+                reply: tx.clone(),
+            })
+            .collect();
+        run(&q, cmds);
+    }
+    let q = open(dir.path(), limits(100, 1 << 20, OnFull::Reject));
+    let recalls = q.recent_recalls(now - 2_000);
+    assert_eq!(
+        recalls,
+        (0..3)
+            .map(|i| (now - 1_000 + i as u64, vec![i as u8; 4]))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(q.recent_recalls(now - 999).len(), 2);
+}
+
+#[test]
+fn recalls_older_than_exchange_lifetime_are_trimmed_and_a_refused_message_leaves_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now = now_ms();
+    let q = open(dir.path(), limits(2, 1 << 20, OnFull::Reject));
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let append = |i: usize, received_ms: u64| Command::Append {
+        message: message(i),
+        received_ms,
+        recall: vec![i as u8],
+        receipt: i,
+        reply: tx.clone(),
+    };
+    run(&q, vec![append(0, now - RECALL_LIFETIME_MS - 10)]);
+    run(&q, vec![append(1, now), append(2, now)]);
+    // The second batch trimmed the first recall; the third append found the
+    // queue full, so neither its message nor its recall was kept.
+    assert_eq!(q.recent_recalls(0), vec![(now, vec![1u8])]);
 }

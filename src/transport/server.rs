@@ -89,6 +89,7 @@ impl<L: Link> Server<L> {
                             let command = Command::Append {
                                 message,
                                 received_ms: now_ms(),
+                                recall: ticket.recall().encode(),
                                 receipt: ticket,
                                 reply: committed_tx.clone(),
                             };

@@ -11,6 +11,7 @@ mod deduplication;
 mod malformed;
 mod no_response;
 mod requests;
+mod restart;
 mod robustness;
 
 use super::*;
