@@ -65,6 +65,10 @@ pub enum Command<R> {
     Remove(Seq),
     /// The broker keeps refusing it: move it to the dead letters.
     DeadLetter { seq: Seq, reason: String },
+    /// Answered once every command sent before it has been handled (applied
+    /// or refused); makes nothing durable of its own. For callers that must
+    /// know a removal took effect (tests, operators' commands).
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Where the committer sends an appender's receipt back with its outcome.
@@ -180,6 +184,9 @@ impl Queue {
                     }
                     // A dead letter is decided again when it is sent again.
                     Command::Remove(_) | Command::DeadLetter { .. } => {}
+                    Command::Barrier(done) => {
+                        let _ = done.send(());
+                    }
                 }
             }
             return;
@@ -227,9 +234,11 @@ impl Queue {
         let mut failure: Option<sled::Error> = None;
         let mut large_values = false;
         let mut recalls: Vec<([u8; 16], Vec<u8>)> = Vec::new();
+        let mut barriers = Vec::new();
 
         for command in commands.drain(..) {
             match command {
+                Command::Barrier(done) => barriers.push(done),
                 Command::Remove(seq) | Command::DeadLetter { seq, .. } if gone.contains(&seq) => {}
                 Command::Remove(seq) => match h.messages.get(seq.to_be_bytes()) {
                     Ok(Some(v)) => {
@@ -416,6 +425,9 @@ impl Queue {
             .fetch_add(full as u64, Ordering::Relaxed);
         for (receipt, reply, outcome) in refused {
             let _ = reply.send((receipt, outcome));
+        }
+        for done in barriers {
+            let _ = done.send(());
         }
         stats
             .commit
