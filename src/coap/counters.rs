@@ -7,73 +7,106 @@
 //! every datagram that is not answered moves at least one counter that says
 //! why.
 
-/// How many datagrams met each fate. Plain counters, never reset.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExchangeCounters {
+/// Declares the counters once: the struct, how tasks add up, and how each
+/// is exported (an event of `coap2mqtt_coap_exchange_events_total` or a
+/// reason of `coap2mqtt_coap_refused_total`), so that no list elsewhere can
+/// forget one.
+macro_rules! exchange_counters {
+    ($($(#[doc = $doc:literal])* $field:ident => $family:ident $label:literal;)*) => {
+        /// How many datagrams met each fate. Plain counters, never reset.
+        #[derive(Debug, Clone, Default, PartialEq, Eq)]
+        pub struct ExchangeCounters {
+            $($(#[doc = $doc])* pub $field: u64,)*
+        }
+
+        impl ExchangeCounters {
+            /// Adds `other`'s counts to these (to sum the tasks of a transport).
+            pub fn add(&mut self, other: &ExchangeCounters) {
+                $(self.$field += other.$field;)*
+            }
+
+            /// Every counter: how it is exported, its label and its value.
+            pub fn exported(&self) -> Vec<(Family, &'static str, u64)> {
+                vec![$((Family::$family, $label, self.$field)),*]
+            }
+        }
+    };
+}
+
+/// Where a counter is exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `coap2mqtt_coap_exchange_events_total{event=...}`
+    Event,
+    /// `coap2mqtt_coap_refused_total{reason=...}`
+    Refused,
+}
+
+exchange_counters! {
     /// Datagrams handed to [`Exchange::on_datagram`](super::Exchange::on_datagram).
-    pub datagrams: u64,
+    datagrams => Event "datagrams";
     /// Shorter than the 4-byte header; ignored.
-    pub undecodable: u64,
+    undecodable => Event "undecodable";
     /// A CoAP version other than 1; ignored.
-    pub wrong_version: u64,
+    wrong_version => Event "wrong_version";
     /// Message format errors: Confirmable ones were reset, the rest ignored.
-    pub malformed: u64,
+    malformed => Event "malformed";
     /// ACK, RST and response messages; a Confirmable response was reset.
-    pub not_requests: u64,
+    not_requests => Event "not_requests";
     /// Empty Confirmable messages (CoAP ping), answered with RST.
-    pub pings: u64,
+    pings => Event "ping";
     /// Every Reset sent: pings, malformed and response Confirmables.
-    pub resets_sent: u64,
+    resets_sent => Event "reset_sent";
     /// Requests seen for the first time.
-    pub requests: u64,
+    requests => Event "new_request";
     /// Confirmable retransmissions answered again with the remembered bytes.
-    pub duplicates_answered: u64,
+    duplicates_answered => Event "duplicate_answered";
     /// Confirmable retransmissions ignored while the store had not answered.
-    pub duplicates_pending: u64,
+    duplicates_pending => Event "duplicate_pending";
     /// Non-confirmable duplicates ignored.
-    pub duplicates_dropped: u64,
+    duplicates_dropped => Event "duplicate_dropped";
     /// Messages handed out in [`Step::Store`](super::Step::Store).
-    pub handed_to_store: u64,
+    handed_to_store => Event "handed_to_store";
     /// [`StoreOutcome::Stored`](super::StoreOutcome::Stored) answers.
-    pub stored: u64,
+    stored => Event "stored";
     /// [`StoreOutcome::Full`](super::StoreOutcome::Full) answers (5.03).
-    pub store_full: u64,
+    store_full => Refused "store_full";
     /// [`StoreOutcome::Failed`](super::StoreOutcome::Failed) answers (5.00).
-    pub store_failed: u64,
+    store_failed => Refused "store_failed";
     /// Responses sent by class (duplicates answered again not included).
-    pub responses_2xx: u64,
-    pub responses_4xx: u64,
-    pub responses_5xx: u64,
+    responses_2xx => Event "responses_2xx";
+    responses_4xx => Event "responses_4xx";
+    responses_5xx => Event "responses_5xx";
     /// Responses not sent because of No-Response.
-    pub responses_suppressed: u64,
+    responses_suppressed => Event "response_suppressed";
     /// Empty ACKs sent in place of a suppressed response to a Confirmable.
-    pub empty_acks_sent: u64,
+    empty_acks_sent => Event "empty_ack_sent";
     /// 4.00: Uri-Path not UTF-8, Block1 SZX 7, wrong non-final block size.
-    pub bad_requests: u64,
+    bad_requests => Refused "bad_request";
     /// Unrecognized critical options: 4.02 or a silently rejected NON.
-    pub bad_options: u64,
+    bad_options => Refused "bad_option";
     /// 5.05: Proxy-Uri or Proxy-Scheme.
-    pub proxying_refused: u64,
+    proxying_refused => Refused "proxying";
     /// 4.04: no route matches the path.
-    pub not_found: u64,
+    not_found => Refused "not_found";
     /// 4.05: no route takes the method, or the method code is unknown.
-    pub method_not_allowed: u64,
+    method_not_allowed => Refused "method_not_allowed";
     /// 4.03: a route's access control refused the peer.
-    pub forbidden: u64,
+    forbidden => Refused "forbidden";
     /// 4.00: the path would make an invalid MQTT topic.
-    pub invalid_topics: u64,
+    invalid_topics => Refused "invalid_topic";
     /// 4.13: the body (or a Block1 Size1) exceeds `max_payload`.
-    pub too_large: u64,
+    too_large => Refused "too_large";
     /// 2.31: non-final blocks accepted.
-    pub block_continues: u64,
+    block_continues => Event "block_continue";
     /// 4.08: blocks that did not continue an upload.
-    pub block_incomplete: u64,
+    block_incomplete => Refused "block_incomplete";
     /// Uploads evicted to make room for another.
-    pub block_evictions: u64,
+    block_evictions => Event "block_eviction";
     /// Uploads dropped after `block_lifetime` idle.
-    pub block_expired: u64,
+    block_expired => Event "block_expired";
     /// Deduplication entries evicted because the table was full.
-    pub dedup_evictions: u64,
+    dedup_evictions => Event "dedup_eviction";
     /// Deduplication entries evicted because their peer held its share.
-    pub dedup_peer_evictions: u64,
+    dedup_peer_evictions => Event "dedup_peer_eviction";
 }

@@ -2,6 +2,7 @@
 //! for people.
 
 use super::transport::MESSAGE_TYPES;
+use crate::coap::counters::Family;
 use super::{Metrics, TransportCounters, Verdict};
 use crate::store::now_ms;
 use std::fmt::Write;
@@ -137,20 +138,7 @@ fn transports(o: &mut Out, all: &[TransportCounters]) {
         "Requests refused with an error response, by transport and reason.",
     );
     for t in all {
-        let e = &t.exchange;
-        for (reason, n) in [
-            ("bad_request", e.bad_requests),
-            ("bad_option", e.bad_options),
-            ("proxying", e.proxying_refused),
-            ("not_found", e.not_found),
-            ("method_not_allowed", e.method_not_allowed),
-            ("forbidden", e.forbidden),
-            ("invalid_topic", e.invalid_topics),
-            ("too_large", e.too_large),
-            ("block_incomplete", e.block_incomplete),
-            ("store_full", e.store_full),
-            ("store_failed", e.store_failed),
-        ] {
+        for (_, reason, n) in exported(t, Family::Refused) {
             o.value(
                 "coap_refused_total",
                 &format!("transport=\"{}\",reason=\"{reason}\"", t.kind),
@@ -164,24 +152,7 @@ fn transports(o: &mut Out, all: &[TransportCounters]) {
         "What the CoAP exchange did, by transport and event.",
     );
     for t in all {
-        let e = &t.exchange;
-        for (event, n) in [
-            ("new_request", e.requests),
-            ("handed_to_store", e.handed_to_store),
-            ("stored", e.stored),
-            ("duplicate_answered", e.duplicates_answered),
-            ("duplicate_pending", e.duplicates_pending),
-            ("duplicate_dropped", e.duplicates_dropped),
-            ("ping", e.pings),
-            ("reset_sent", e.resets_sent),
-            ("response_suppressed", e.responses_suppressed),
-            ("empty_ack_sent", e.empty_acks_sent),
-            ("block_continue", e.block_continues),
-            ("block_eviction", e.block_evictions),
-            ("block_expired", e.block_expired),
-            ("dedup_eviction", e.dedup_evictions),
-            ("dedup_peer_eviction", e.dedup_peer_evictions),
-        ] {
+        for (_, event, n) in exported(t, Family::Event) {
             o.value(
                 "coap_exchange_events_total",
                 &format!("transport=\"{}\",event=\"{event}\"", t.kind),
@@ -203,6 +174,13 @@ fn transports(o: &mut Out, all: &[TransportCounters]) {
             );
         }
     }
+}
+
+/// The exchange's counters of one family (see `coap::counters`).
+fn exported(t: &TransportCounters, family: Family) -> Vec<(Family, &'static str, u64)> {
+    let mut all = t.exchange.exported();
+    all.retain(|(f, _, _)| *f == family);
+    all
 }
 
 fn queue(o: &mut Out, m: &Metrics) {
@@ -540,6 +518,97 @@ mod tests {
         assert_eq!(human_bytes(3 << 20), "3.0 MiB");
         assert_eq!(human_duration(59_999), "59 s");
         assert_eq!(human_duration(3_600_000 + 120_000), "1 h 2 min");
+    }
+
+    /// Every field of the exchange's counters, with a value of its own:
+    /// a struct literal without `..Default::default()`, so a new field
+    /// fails to compile here until it is listed.
+    fn every_counter_distinct() -> crate::coap::ExchangeCounters {
+        crate::coap::ExchangeCounters {
+            datagrams: 1001,
+            undecodable: 1002,
+            wrong_version: 1003,
+            malformed: 1004,
+            not_requests: 1005,
+            pings: 1006,
+            resets_sent: 1007,
+            requests: 1008,
+            duplicates_answered: 1009,
+            duplicates_pending: 1010,
+            duplicates_dropped: 1011,
+            handed_to_store: 1012,
+            stored: 1013,
+            store_full: 1014,
+            store_failed: 1015,
+            responses_2xx: 1016,
+            responses_4xx: 1017,
+            responses_5xx: 1018,
+            responses_suppressed: 1019,
+            empty_acks_sent: 1020,
+            bad_requests: 1021,
+            bad_options: 1022,
+            proxying_refused: 1023,
+            not_found: 1024,
+            method_not_allowed: 1025,
+            forbidden: 1026,
+            invalid_topics: 1027,
+            too_large: 1028,
+            block_continues: 1029,
+            block_incomplete: 1030,
+            block_evictions: 1031,
+            block_expired: 1032,
+            dedup_evictions: 1033,
+            dedup_peer_evictions: 1034,
+        }
+    }
+
+    /// (field, value) pairs read from the Debug form: all fields, whatever
+    /// their number.
+    fn fields(counters: &crate::coap::ExchangeCounters) -> Vec<(String, u64)> {
+        let text = format!("{counters:?}");
+        let inner = text
+            .split_once('{')
+            .and_then(|(_, rest)| rest.rsplit_once('}'))
+            .map(|(inner, _)| inner)
+            .unwrap_or("");
+        inner
+            .split(',')
+            .filter_map(|pair| {
+                let (name, value) = pair.split_once(':')?;
+                Some((name.trim().to_string(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_exchange_counter_is_summed_across_tasks_and_exported_once() {
+        let mut task = TransportCounters::new("udp");
+        task.exchange = every_counter_distinct();
+        let mut total = TransportCounters::new("udp");
+        total.add(&task);
+        total.add(&task);
+        let mut out = Out(String::new());
+        transports(&mut out, &[total.clone()]);
+        let exported: Vec<&str> = out
+            .0
+            .lines()
+            .filter(|l| {
+                l.starts_with("coap2mqtt_coap_exchange_events_total")
+                    || l.starts_with("coap2mqtt_coap_refused_total")
+            })
+            .collect();
+        for (name, value) in fields(&task.exchange) {
+            let summed = fields(&total.exchange)
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v);
+            assert_eq!(summed, Some(2 * value), "{name} is not summed across tasks");
+            let lines = exported
+                .iter()
+                .filter(|l| l.ends_with(&format!(" {}", 2 * value)))
+                .count();
+            assert_eq!(lines, 1, "{name} is exported {lines} times");
+        }
     }
 
     #[test]

@@ -43,47 +43,7 @@ impl TransportCounters {
 
     /// Adds `other`'s counts to these (to sum tasks of one kind).
     pub fn add(&mut self, other: &TransportCounters) {
-        let e = &mut self.exchange;
-        let o = &other.exchange;
-        macro_rules! sum {
-            ($($field:ident),*) => { $( e.$field += o.$field; )* };
-        }
-        sum!(
-            datagrams,
-            undecodable,
-            wrong_version,
-            malformed,
-            not_requests,
-            pings,
-            resets_sent,
-            requests,
-            duplicates_answered,
-            duplicates_pending,
-            duplicates_dropped,
-            handed_to_store,
-            stored,
-            store_full,
-            store_failed,
-            responses_2xx,
-            responses_4xx,
-            responses_5xx,
-            responses_suppressed,
-            empty_acks_sent,
-            bad_requests,
-            bad_options,
-            proxying_refused,
-            not_found,
-            method_not_allowed,
-            forbidden,
-            invalid_topics,
-            too_large,
-            block_continues,
-            block_incomplete,
-            block_evictions,
-            block_expired,
-            dedup_evictions,
-            dedup_peer_evictions
-        );
+        self.exchange.add(&other.exchange);
         for (mine, theirs) in self.datagrams.iter_mut().zip(other.datagrams) {
             *mine += theirs;
         }
