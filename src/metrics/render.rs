@@ -2,8 +2,8 @@
 //! for people.
 
 use super::transport::MESSAGE_TYPES;
-use crate::coap::counters::Family;
 use super::{Metrics, TransportCounters, Verdict};
+use crate::coap::counters::Family;
 use crate::store::now_ms;
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
@@ -156,6 +156,20 @@ fn transports(o: &mut Out, all: &[TransportCounters]) {
             o.value(
                 "coap_exchange_events_total",
                 &format!("transport=\"{}\",event=\"{event}\"", t.kind),
+                n,
+            );
+        }
+    }
+    o.head(
+        "table_entries",
+        "gauge",
+        "Entries in the bounded per-peer tables, by transport and table (dedup, uploads, dtls_peers, dtls_handshaking).",
+    );
+    for t in all {
+        for (table, n) in &t.tables {
+            o.value(
+                "table_entries",
+                &format!("transport=\"{}\",table=\"{table}\"", t.kind),
                 n,
             );
         }

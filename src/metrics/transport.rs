@@ -31,6 +31,9 @@ pub struct TransportCounters {
     /// DTLS handshakes by outcome ("ok", "timeout", "bad_identity", ...):
     /// for the DTLS transport to fill.
     pub handshakes: Vec<(&'static str, u64)>,
+    /// Entries in the bounded per-peer tables now, by table: the exchange's
+    /// `dedup` and `uploads`, and the link's own (DTLS peers).
+    pub tables: Vec<(&'static str, u64)>,
 }
 
 impl TransportCounters {
@@ -58,6 +61,9 @@ impl TransportCounters {
         }
         for (key, n) in &other.handshakes {
             bump(&mut self.handshakes, *key, *n);
+        }
+        for (key, n) in &other.tables {
+            bump(&mut self.tables, *key, *n);
         }
     }
 }
@@ -121,6 +127,11 @@ impl TransportMetrics {
     /// The DTLS handshake totals by outcome, as the listener counts them.
     pub fn set_handshakes(&mut self, totals: Vec<(&'static str, u64)>) {
         self.local.handshakes = totals;
+    }
+
+    /// The sizes of the per-peer tables now (see [`TransportCounters::tables`]).
+    pub fn set_tables(&mut self, tables: Vec<(&'static str, u64)>) {
+        self.local.tables = tables;
     }
 
     /// Publishes when the last copy is older than [`PUBLISH_EVERY`].

@@ -30,6 +30,11 @@ pub trait Link: Send + Sync {
     fn handshakes(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+    /// The sizes of the link's own per-peer tables, by name (DTLS: its
+    /// peers and, of them, those handshaking), for /metrics.
+    fn tables(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// Asked of the kernel for every listening socket, CoAP or DTLS: room for

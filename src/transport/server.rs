@@ -67,6 +67,12 @@ impl<L: Link> Server<L> {
                 }
                 _ = publish.tick() => {
                     self.metrics.set_handshakes(self.link.handshakes());
+                    let mut tables = vec![
+                        ("dedup", self.exchange.dedup_len() as u64),
+                        ("uploads", self.exchange.uploads_len() as u64),
+                    ];
+                    tables.extend(self.link.tables());
+                    self.metrics.set_tables(tables);
                 }
                 received = self.link.recv(&mut buf), if !stopping => {
                     let (len, peer) = match received {

@@ -190,4 +190,12 @@ impl Link for DtlsLink {
     fn handshakes(&self) -> Vec<(&'static str, u64)> {
         self.peers.outcomes.totals()
     }
+
+    fn tables(&self) -> Vec<(&'static str, u64)> {
+        let (peers, handshaking) = self.peers.counts();
+        vec![
+            ("dtls_peers", peers as u64),
+            ("dtls_handshaking", handshaking as u64),
+        ]
+    }
 }
