@@ -1,6 +1,11 @@
 //! kill -9 under load: every message a device was answered 2.04 for before
 //! the crash (or after the restart) reaches the subscriber. Duplicates are
 //! allowed (at-least-once) and counted.
+//!
+//! The uplink is down (a proxy refusing connections) from the start until
+//! after the restart, and the test checks that nothing reached the broker
+//! meanwhile: every message delivered afterwards can only have come from
+//! the disk, so a daemon that answered before its flush fails here.
 
 mod support;
 
@@ -10,6 +15,7 @@ use std::time::Duration;
 use support::broker::Broker;
 use support::coap_client::{send_con_stream_with, Transmission};
 use support::daemon::{Daemon, DaemonConfig, RouteConfig};
+use support::proxy::{FaultProxy, Mode};
 use support::subscriber::Subscriber;
 use support::{free_udp_port, wait_until, WAIT};
 
@@ -20,8 +26,10 @@ const KILL_AFTER: usize = 400;
 fn kill_9_under_con_load_loses_no_acknowledged_message() {
     let broker = Broker::start();
     let subscriber = Subscriber::start(broker.port(), "t/#");
+    let proxy = FaultProxy::start(broker.port());
+    proxy.set_mode(Mode::Refuse);
     let port = free_udp_port();
-    let config = DaemonConfig::new(port, broker.port()).route(RouteConfig::new("s/{d}", "t/{d}"));
+    let config = DaemonConfig::new(port, proxy.port()).route(RouteConfig::new("s/{d}", "t/{d}"));
     let mut daemon = Daemon::start_config(&config);
     let server = daemon.coap_addr();
 
@@ -64,6 +72,17 @@ fn kill_9_under_con_load_loses_no_acknowledged_message() {
         "too few acknowledged: {}",
         acked.len()
     );
+    assert_eq!(
+        subscriber.count(),
+        0,
+        "the uplink was down: nothing may have reached the broker yet"
+    );
+    assert_eq!(
+        proxy.stats().bytes_forwarded,
+        0,
+        "the proxy forwarded bytes"
+    );
+    proxy.set_mode(Mode::Pass);
     wait_until(
         Duration::from_secs(60),
         "every acknowledged message arrives",
