@@ -275,9 +275,12 @@ fn file_reopened_after_revive_reads_durable_content_not_a_stale_cache() {
     reader.read_to_string(&mut s).unwrap();
     assert_eq!(s, "VOLATILE");
     drop(reader);
+    // Last before the cut: a lookup and getattr the kernel could cache.
+    assert_eq!(fs::metadata(&f).unwrap().len(), 8);
 
     fx.cut_and_revive(CutMode::LoseAll);
 
+    // First after the revive: the size must come from the filesystem.
     assert_eq!(fs::metadata(&f).unwrap().len(), 21);
     let mut reader = File::open(&f).unwrap();
     let mut back = Vec::new();
