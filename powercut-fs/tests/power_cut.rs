@@ -293,6 +293,27 @@ fn file_reopened_after_revive_reads_durable_content_not_a_stale_cache() {
 }
 
 #[test]
+fn same_size_overwrite_is_not_served_from_a_stale_page_cache_after_revive() {
+    // A size change makes the kernel drop cached pages by itself; an
+    // overwrite in place does not, so only direct I/O (no page cache)
+    // keeps the volatile bytes from being read back after the cut.
+    let fx = mount();
+    let f = fx.path("f");
+    write_durably(&f, b"AAAAAAAA").unwrap();
+    let file = File::options().read(true).write(true).open(&f).unwrap();
+    file.write_at(b"BBBBBBBB", 0).unwrap();
+    let mut buf = [0u8; 8];
+    file.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"BBBBBBBB");
+    let reader = File::open(&f).unwrap();
+    reader.read_exact_at(&mut buf, 0).unwrap();
+    assert_eq!(&buf, b"BBBBBBBB");
+    fx.cut_and_revive(CutMode::LoseAll);
+    drop((file, reader));
+    assert_eq!(read(&f), b"AAAAAAAA");
+}
+
+#[test]
 fn sync_file_range_does_not_make_a_write_durable() {
     let fx = mount();
     let f = fx.path("f");
