@@ -36,7 +36,7 @@
 //!
 //! The kernel caches nothing that could hide a cut: attributes and entries
 //! have a zero time-to-live and files are opened with direct I/O (see
-//! [`fs`](crate::fs)). Memory mappings of files are not covered (shared
+//! `src/fs.rs`). Memory mappings of files are not covered (shared
 //! writable mappings are refused by FUSE under direct I/O).
 //!
 //! # Use
@@ -234,5 +234,14 @@ impl Drop for Mounted {
             // Otherwise the thread is left detached rather than hanging the
             // caller; it ends when the last user of the mount goes away.
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mounted_can_be_shared_between_threads() {
+        fn send_and_sync<T: Send + Sync>() {}
+        send_and_sync::<super::Mounted>();
     }
 }

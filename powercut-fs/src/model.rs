@@ -25,7 +25,8 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::time::SystemTime;
 
-use crate::content::{Content, MAX_FILE_SIZE};
+use crate::content::Content;
+pub use crate::content::MAX_FILE_SIZE;
 
 /// An inode number. The root directory is [`ROOT_INO`].
 pub type Ino = u64;
