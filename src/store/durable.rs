@@ -41,8 +41,10 @@ pub struct SledFiles {
 
 impl SledFiles {
     /// Opens the files of the store at `path` (which sled has just opened)
-    /// and makes what sled created durable: its `conf`, `db`, `blobs/` and
-    /// their directory entries.
+    /// and makes what sled created durable: its `conf`, `db`, `blobs/`,
+    /// their directory entries, and the store directory's own entry in its
+    /// parent (sled creates the directory on the first start; without this
+    /// a power cut soon after could take the whole store with it).
     pub fn open(path: &Path) -> io::Result<SledFiles> {
         let dir = File::open(path)?;
         let db = File::open(path.join("db"))?;
@@ -58,6 +60,9 @@ impl SledFiles {
         files.db.sync_all()?;
         files.sync_blobs()?;
         files.dir.sync_all()?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)?.sync_all()?;
+        }
         Ok(files)
     }
 

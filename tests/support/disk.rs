@@ -1,6 +1,8 @@
 //! A small filesystem of the test's own (a size-limited tmpfs), to fill the
-//! daemon's disk on purpose. Needs root; [`SmallDisk::mount`] returns None
-//! elsewhere so the test can say it skipped.
+//! daemon's disk on purpose. Needs root: [`SmallDisk::mount`] returns None
+//! elsewhere (the soak reports the fault kind as skipped), and
+//! [`SmallDisk::mount_or_fail`] fails the test saying why (scripts/test
+//! leaves such tests out, and says so, when not run as root).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,17 @@ impl SmallDisk {
             .unwrap_or(false);
         ok.then(|| SmallDisk {
             dir: dir.to_path_buf(),
+        })
+    }
+
+    /// [`mount`](Self::mount), or a test failure saying why not.
+    pub fn mount_or_fail(dir: &Path, size: &str) -> SmallDisk {
+        SmallDisk::mount(dir, size).unwrap_or_else(|| {
+            panic!(
+                "this test needs root to mount a tmpfs at {} (CI runs as root; \
+                 scripts/test leaves it out when not root)",
+                dir.display()
+            )
         })
     }
 
