@@ -190,3 +190,53 @@ fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// A device whose CON was stored and answered just before a power cut,
+/// and which retransmits it to the restarted gateway, gets the same 2.04
+/// and its message is stored once (the recall was fsynced with it). The
+/// uplink is down until the end, so a second copy would be queued.
+#[test]
+fn a_retransmission_after_a_power_cut_gets_the_same_answer_and_is_stored_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mount = support::powercut::mount(&dir.path().join("mnt"));
+    let broker = Broker::start();
+    let subscriber = Subscriber::start(broker.port(), "t/#");
+    let proxy = FaultProxy::start(broker.port());
+    proxy.set_mode(Mode::Refuse);
+    let mut config = DaemonConfig::new(free_udp_port(), proxy.port())
+        .route(RouteConfig::new("s/{d}/{n}", "t/{d}"));
+    config.store_path = mount.path().join("store").display().to_string();
+    let mut daemon = Daemon::start_config(&config);
+    let mut device = CoapClient::new(daemon.coap_addr());
+
+    let path = ["s", "dev1", "v"];
+    let request = device.build(MsgType::Con, Code::POST, &path, b"once");
+    let first = device
+        .request(&request, support::WAIT)
+        .expect("a 2.04 for the first transmission");
+    assert_eq!(first.code, Code::CHANGED);
+
+    mount.cut(CutMode::LoseAll);
+    daemon.kill9();
+    mount.revive();
+    daemon.restart();
+
+    let again = device
+        .request(&request, support::WAIT)
+        .expect("an answer to the retransmission");
+    assert_eq!(again, first, "the retransmission gets the same answer");
+    assert!(device.con(&path, b"after").is_success());
+    proxy.set_mode(Mode::Pass);
+    support::wait_until(support::WAIT, "\"after\" is delivered", || {
+        subscriber
+            .messages()
+            .iter()
+            .any(|m| m.payload_str() == "after")
+    });
+    let payloads: Vec<String> = subscriber
+        .messages()
+        .iter()
+        .map(|m| m.payload_str())
+        .collect();
+    assert_eq!(payloads, ["once", "after"], "stored once, in order");
+}
