@@ -1,5 +1,5 @@
 //! What became of each datagram, as plain counters: the exchange's part of
-//! DESIGN.md invariant 6 (every drop is counted). The daemon exports them as
+//! docs/ARCHITECTURE.md invariant 6 (every drop is counted). The daemon exports them as
 //! metrics; the exchange only ever increments them.
 //!
 //! A datagram may move more than one counter (a refused request counts in

@@ -4,7 +4,7 @@
 //! Why mosquitto and not an in-process fake: the daemon's guarantees are
 //! about what a real broker ends up holding (QoS 1, sessions, restarts).
 //!
-//! Two things learnt the hard way (see DESIGN.md, "Known crate traps"):
+//! Two things learnt the hard way (see docs/ARCHITECTURE.md, "Crate facts"):
 //! - Started as root, mosquitto drops to the `mosquitto` user and can then
 //!   neither write the root-owned temp dir (persistence) nor open its log
 //!   file; it keeps running without them. The config therefore says

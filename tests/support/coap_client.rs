@@ -3,7 +3,7 @@
 //! messages through the daemon from several sockets at once.
 //!
 //! Why not simply send and wait once: the daemon answers only after its
-//! store flushed (DESIGN.md, invariant 1), and real devices retransmit; a
+//! store flushed (docs/ARCHITECTURE.md, invariant 1), and real devices retransmit; a
 //! test client that does the same shows how the daemon handles duplicates
 //! and slow answers. Messages are built with the codec in coap.rs.
 

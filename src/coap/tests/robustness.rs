@@ -1,5 +1,5 @@
 //! No input panics the exchange or grows its tables past their bounds
-//! (DESIGN.md invariant 5). A deterministic xorshift generator feeds random
+//! (docs/ARCHITECTURE.md, invariant 5). A deterministic xorshift generator feeds random
 //! bytes, mutated requests and random block-wise uploads.
 
 use super::*;
