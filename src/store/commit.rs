@@ -380,9 +380,14 @@ impl Queue {
                     .fetch_add(accepted.len() as u64, Ordering::Relaxed);
                 stats.removed.fetch_add(removed, Ordering::Relaxed);
                 stats.dropped_oldest.fetch_add(dropped, Ordering::Relaxed);
-                stats
-                    .dead_letters
-                    .fetch_add(dead.len() as u64, Ordering::Relaxed);
+                if !dead.is_empty() {
+                    // Only a batch that added dead letters can push the tree
+                    // past its cap; the counter (exact: one writer) says by
+                    // how much, so no commit ever counts the tree.
+                    let total = stats.dead_letters.load(Ordering::Relaxed) + dead.len() as u64;
+                    let kept = trim_dead_letters(h, total);
+                    stats.dead_letters.store(kept, Ordering::Relaxed);
+                }
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 if dropped > 0 {
                     log::warn!("queue full: dropped the {dropped} oldest messages (on_full = \"drop-oldest\")");
@@ -390,7 +395,6 @@ impl Queue {
                 for (seq, _, reason) in &dead {
                     log::error!(queue_seq = *seq; "message {seq} moved to dead letters: {reason}");
                 }
-                trim_dead_letters(h);
                 self.trim_recalls(h, recalls.len());
                 let had_appends = !accepted.is_empty();
                 for a in accepted {
@@ -488,13 +492,17 @@ fn oldest_after(
     Ok(None)
 }
 
-fn trim_dead_letters(h: &Handles) {
-    let excess = h.dead.len().saturating_sub(DEAD_LETTER_CAPACITY);
-    for _ in 0..excess {
-        if h.dead.pop_min().is_err() {
-            break;
+/// Removes the oldest dead letters beyond [`DEAD_LETTER_CAPACITY`] from a
+/// tree holding `total`; returns how many are left.
+fn trim_dead_letters(h: &Handles, total: u64) -> u64 {
+    let mut left = total;
+    while left > DEAD_LETTER_CAPACITY as u64 {
+        match h.dead.pop_min() {
+            Ok(Some(_)) => left -= 1,
+            _ => break,
         }
     }
+    left
 }
 
 /// A dead letter: why it died, then the record as it was queued.

@@ -424,3 +424,109 @@ fn recalls_older_than_exchange_lifetime_are_trimmed_and_a_refused_message_leaves
     // queue full, so neither its message nor its recall was kept.
     assert_eq!(q.recent_recalls(0), vec![(now, vec![1u8])]);
 }
+
+#[test]
+fn the_dead_letter_count_stays_at_its_cap_and_drops_the_oldest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = open(dir.path(), limits(1 << 20, 1 << 30, OnFull::Reject));
+    let over = DEAD_LETTER_CAPACITY + 5;
+    let (cmds, _rx) = appends(0..over);
+    run(&q, cmds);
+    let seqs: Vec<Seq> = q
+        .read_after(None, usize::MAX)
+        .expect("reads")
+        .into_iter()
+        .map(|r| r.expect("decodes").seq)
+        .collect();
+    let dead = |seqs: &[Seq]| -> Vec<Command<usize>> {
+        seqs.iter()
+            .map(|&seq| Command::DeadLetter {
+                seq,
+                reason: "test".into(),
+            })
+            .collect()
+    };
+    run(&q, dead(&seqs[..DEAD_LETTER_CAPACITY]));
+    assert_eq!(
+        q.stats().dead_letters.load(Ordering::Relaxed),
+        DEAD_LETTER_CAPACITY as u64
+    );
+    run(&q, dead(&seqs[DEAD_LETTER_CAPACITY..]));
+    assert_eq!(
+        q.stats().dead_letters.load(Ordering::Relaxed),
+        DEAD_LETTER_CAPACITY as u64,
+        "the count must not overshoot its cap between reopens"
+    );
+    let kept = q.dead_letters(usize::MAX);
+    assert_eq!(kept.len(), DEAD_LETTER_CAPACITY);
+    assert_eq!(
+        kept.first().map(|d| d.0),
+        Some(seqs[5]),
+        "the oldest five went"
+    );
+}
+
+/// Not a test: commit latency (the committer's own histogram) for single
+/// appends with the dead-letter tree at its cap, for docs/BENCHMARKS.md.
+/// `cargo test --release --lib commit_latency_with_full_dead_letters -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement; prints figures"]
+fn commit_latency_with_full_dead_letters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = open(dir.path(), limits(1 << 20, 1 << 30, OnFull::Reject));
+    let (cmds, _rx) = appends(0..DEAD_LETTER_CAPACITY);
+    run(&q, cmds);
+    let seqs: Vec<Seq> = q
+        .read_after(None, usize::MAX)
+        .expect("reads")
+        .into_iter()
+        .map(|r| r.expect("decodes").seq)
+        .collect();
+    run(
+        &q,
+        seqs.into_iter()
+            .map(|seq| Command::DeadLetter {
+                seq,
+                reason: "measurement".into(),
+            })
+            .collect(),
+    );
+    assert_eq!(q.dead_letters(usize::MAX).len(), DEAD_LETTER_CAPACITY);
+    let before = q.stats().commit.latency_us.snapshot();
+    let (handle, thread) = spawn_committer::<usize>(q.clone(), 64, 1024).expect("thread");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    for i in 0..2_000 {
+        handle
+            .blocking_send(Command::Append {
+                message: message(i),
+                received_ms: now_ms(),
+                recall: Vec::new(),
+                receipt: i,
+                reply: tx.clone(),
+            })
+            .expect("committer");
+        rx.blocking_recv().expect("outcome");
+    }
+    drop(handle);
+    thread.join().expect("committer ends");
+    let (buckets, _, count) = q.stats().commit.latency_us.snapshot();
+    let earlier: Vec<u64> = before.0.iter().map(|(_, n)| *n).collect();
+    let mut seen = 0;
+    let total = count - before.2;
+    let mut p50 = None;
+    for (i, (bound, n)) in buckets.iter().enumerate() {
+        seen += n - earlier.get(i).copied().unwrap_or(0);
+        if p50.is_none() && seen * 2 >= total {
+            p50 = Some(*bound);
+        }
+        if seen * 100 >= total * 99 {
+            eprintln!(
+                "commit latency, {total} single-append commits, {} dead letters: p50 <= {} us, p99 <= {bound} us",
+                q.dead_letters(usize::MAX).len(),
+                p50.unwrap_or(*bound)
+            );
+            return;
+        }
+    }
+    eprintln!("commit latency: p99 above the last bucket");
+}
