@@ -292,16 +292,19 @@ impl Queue {
                                         bytes = bytes.saturating_sub(len);
                                         dropped += 1;
                                     }
+                                    // Nothing on disk left to drop: the
+                                    // oldest is an earlier append of this
+                                    // batch, never written, so its device
+                                    // hears 5.03 (never a 2.04 for what is
+                                    // not on disk) and may try again.
                                     Ok(None) => match accepted.pop_front() {
                                         Some(a) => {
                                             batch.remove(&a.seq.to_be_bytes());
                                             count = count.saturating_sub(1);
                                             bytes = bytes.saturating_sub(a.size);
-                                            dropped += 1;
-                                            // Its device was promised storage
-                                            // only as far as the policy allows.
-                                            let _ =
-                                                a.reply.send((a.receipt, AppendOutcome::Stored));
+                                            recalls
+                                                .retain(|(key, _)| key[8..] != a.seq.to_be_bytes());
+                                            refused.push((a.receipt, a.reply, AppendOutcome::Full));
                                         }
                                         None => break,
                                     },

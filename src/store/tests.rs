@@ -202,6 +202,29 @@ fn full_queue_drops_the_oldest_when_configured_to() {
 }
 
 #[test]
+fn drop_oldest_never_answers_stored_for_a_message_evicted_in_its_own_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = open(dir.path(), limits(3, 1 << 20, OnFull::DropOldest));
+    // One batch (the committer takes 64 at a time) of five for three slots.
+    let (cmds, rx) = appends(0..5);
+    run(&q, cmds);
+    let mut got = outcomes(rx);
+    got.sort_by_key(|(i, _)| *i);
+    assert_eq!(
+        got,
+        vec![
+            (0, AppendOutcome::Full),
+            (1, AppendOutcome::Full),
+            (2, AppendOutcome::Stored),
+            (3, AppendOutcome::Stored),
+            (4, AppendOutcome::Stored),
+        ],
+        "a 2.04 only for what is on disk"
+    );
+    assert_eq!(payloads(&q), vec!["m2", "m3", "m4"]);
+}
+
+#[test]
 fn byte_limit_counts_too() {
     let dir = tempfile::tempdir().expect("tempdir");
     let one = Record {
