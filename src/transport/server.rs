@@ -158,3 +158,6 @@ fn store_outcome(outcome: AppendOutcome) -> StoreOutcome {
         AppendOutcome::Failed => StoreOutcome::Failed,
     }
 }
+
+#[cfg(test)]
+mod tests;
