@@ -266,13 +266,25 @@ async fn reload_on_sighup(
             Ok(reload) => {
                 if reload.routes_changed {
                     routes.send_replace(Arc::new(reload.config.router()));
-                    log::info!("reload: {} routes in force", reload.config.routes.len());
+                    log::info!(
+                        "reload: applied [[route]]: {} routes in force",
+                        reload.config.routes.len()
+                    );
                 } else {
                     log::info!("reload: routes unchanged");
                 }
+                if reload.log_level_changed {
+                    let level = reload.config.log.level;
+                    match crate::logging::set_level(level) {
+                        Some(max) if max != level => log::info!(
+                            "reload: applied [log] level = {level} (RUST_LOG overrides it: {max} in force)"
+                        ),
+                        _ => log::info!("reload: applied [log] level = {level}"),
+                    }
+                }
                 if !reload.needs_restart.is_empty() {
                     log::warn!(
-                        "reload: changes to [{}] take effect only after a restart",
+                        "reload: changes to [{}] are NOT applied: they take effect only after a restart",
                         reload.needs_restart.join("], [")
                     );
                 }

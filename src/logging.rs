@@ -3,8 +3,9 @@
 //! Under systemd (stderr is the journal's stream) the daemon logs natively
 //! to the journal: each line keeps its priority (error 3, warn 4, info 5,
 //! debug 6, trace 7) and its structured fields. Anywhere else it logs to
-//! stderr with env_logger. The level comes from the config; `RUST_LOG`, when
-//! set, overrides it with env_logger's syntax in both cases.
+//! stderr in env_logger's format. The level comes from the config and
+//! changes on SIGHUP ([`set_level`]); `RUST_LOG`, when set, overrides it
+//! with env_logger's syntax in both cases. One filter decides for both.
 //!
 //! Structured fields are `log` key-values; the journal gets them as fields
 //! (upper-cased), stderr shows them after the message. One name per idea,
@@ -36,34 +37,111 @@
 //! CONNECT packet's password.
 
 use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 /// Sets up logging: `level` from the config, `RUST_LOG` overriding it; to
 /// the journal when stderr is connected to it, else to stderr.
 pub fn init(level: log::LevelFilter) {
     let spec = std::env::var("RUST_LOG").ok();
-    if systemd_journal_logger::connected_to_journal() {
-        if let Ok(journal) = systemd_journal_logger::JournalLog::new() {
-            let filter = filter(level, spec.as_deref());
-            let max = filter.filter();
-            let journal = journal.with_syslog_identifier("coap2mqtt".into());
-            if log::set_boxed_logger(Box::new(Filtered { filter, journal })).is_ok() {
-                log::set_max_level(max);
-                return;
+    let sink = journal()
+        .map(Sink::Journal)
+        .unwrap_or_else(|| Sink::Stderr(stderr()));
+    let gate: &'static Gate = Box::leak(Box::new(Gate {
+        filter: RwLock::new(filter(level, spec.as_deref())),
+        spec,
+        sink,
+    }));
+    if log::set_logger(gate).is_ok() {
+        log::set_max_level(gate.max_level());
+        let _ = GATE.set(gate);
+    }
+}
+
+/// Changes the configured level while running (SIGHUP). `RUST_LOG`, when
+/// set at start, still overrides it. Returns the level now in force for
+/// the daemon's own lines.
+pub fn set_level(level: log::LevelFilter) -> Option<log::LevelFilter> {
+    let gate = GATE.get()?;
+    *gate.filter.write().unwrap_or_else(|p| p.into_inner()) = filter(level, gate.spec.as_deref());
+    let max = gate.max_level();
+    log::set_max_level(max);
+    Some(max)
+}
+
+/// The one logger: a filter that SIGHUP can replace, in front of the
+/// journal or stderr.
+static GATE: OnceLock<&'static Gate> = OnceLock::new();
+
+struct Gate {
+    filter: RwLock<env_filter::Filter>,
+    /// `RUST_LOG` as it was at start.
+    spec: Option<String>,
+    sink: Sink,
+}
+
+enum Sink {
+    /// Native journal entries, when stderr is the journal's stream.
+    Journal(systemd_journal_logger::JournalLog),
+    /// env_logger's format on stderr, everything it is given (the gate
+    /// filters).
+    Stderr(env_logger::Logger),
+}
+
+impl Gate {
+    fn max_level(&self) -> log::LevelFilter {
+        self.filter
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .filter()
+    }
+}
+
+fn journal() -> Option<systemd_journal_logger::JournalLog> {
+    if !systemd_journal_logger::connected_to_journal() {
+        return None;
+    }
+    let journal = systemd_journal_logger::JournalLog::new().ok()?;
+    Some(journal.with_syslog_identifier("coap2mqtt".into()))
+}
+
+fn stderr() -> env_logger::Logger {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(log::LevelFilter::Trace);
+    builder.format_timestamp_millis();
+    builder.build()
+}
+
+impl log::Log for Gate {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.filter
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        let pass = self
+            .filter
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .matches(record);
+        if pass {
+            match &self.sink {
+                Sink::Journal(journal) => journal.log(record),
+                Sink::Stderr(stderr) => stderr.log(record),
             }
         }
     }
-    let mut builder = env_logger::Builder::new();
-    builder.filter_level(level);
-    quiet_dependencies(&mut builder, level);
-    if let Some(spec) = &spec {
-        builder.parse_filters(spec);
+
+    fn flush(&self) {
+        match &self.sink {
+            Sink::Journal(journal) => journal.flush(),
+            Sink::Stderr(stderr) => stderr.flush(),
+        }
     }
-    builder.format_timestamp_millis();
-    let _ = builder.try_init();
 }
 
-/// Our own crate at the configured level; noisy dependencies one notch down.
 /// Noisy dependencies one notch down. webrtc-dtls warns about every
 /// ClientHello extension it does not know; our session logs say what
 /// happened to each handshake.
@@ -76,12 +154,8 @@ const QUIET: [(&str, log::LevelFilter); 6] = [
     ("webrtc_util", log::LevelFilter::Error),
 ];
 
-fn quiet_dependencies(builder: &mut env_logger::Builder, level: log::LevelFilter) {
-    for (module, most) in QUIET {
-        builder.filter_module(module, level.min(most));
-    }
-}
-
+/// Our own crate at the configured level, noisy dependencies one notch
+/// down, then `RUST_LOG` (env_logger's syntax) over both.
 fn filter(level: log::LevelFilter, spec: Option<&str>) -> env_filter::Filter {
     let mut builder = env_filter::Builder::new();
     builder.filter_level(level);
@@ -92,28 +166,6 @@ fn filter(level: log::LevelFilter, spec: Option<&str>) -> env_filter::Filter {
         builder.parse(spec);
     }
     builder.build()
-}
-
-/// The journal logger behind the same filter env_logger would apply.
-struct Filtered {
-    filter: env_filter::Filter,
-    journal: systemd_journal_logger::JournalLog,
-}
-
-impl log::Log for Filtered {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        self.filter.enabled(metadata)
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if self.filter.matches(record) {
-            self.journal.log(record);
-        }
-    }
-
-    fn flush(&self) {
-        self.journal.flush();
-    }
 }
 
 /// `2.04` for the code byte of a CoAP message (its second byte).

@@ -1,45 +1,54 @@
 //! SIGHUP: read the config again, apply what can change while running, and
-//! say what cannot.
+//! say exactly what cannot.
 //!
-//! Routes (and, with DTLS, the PSK file) change live: a device's next request
-//! uses the new ones. Sockets, the store and the MQTT session are set up once;
-//! a change to them is reported as needing a restart rather than applied half
-//! way. A new config with any problem is refused whole and the running one
-//! stays in force, so a typo during an edit never takes a gateway down.
+//! Applied live: the routes (a device's next request uses them) and
+//! `log.level`; with DTLS, the daemon also reads the PSK file again. Every
+//! other section (`[gateway]`, `[coap]`, `[dtls]`, `[mqtt]`, `[store]`,
+//! `[admin]`) is set up once, so a change there is reported as needing a
+//! restart and *not* applied, not even in part: the routes keep resolving
+//! `{gateway}` to the running gateway id. What runs afterwards is the old
+//! config with only the applied parts replaced, so a change that waits for
+//! a restart is reported again on the next SIGHUP. A new config with any
+//! problem is refused whole and the running one stays in force, so a typo
+//! during an edit never takes a gateway down.
 
 use crate::config::{Config, ConfigErrors};
 
-/// A config read again, and how it differs from the running one.
+/// A config read again: what now runs, what was applied, what waits.
 pub struct Reload {
+    /// The running config with the applied changes (and only those).
     pub config: Config,
     pub routes_changed: bool,
-    /// Sections that changed but only take effect after a restart.
+    pub log_level_changed: bool,
+    /// Sections that changed but take effect only after a restart.
     pub needs_restart: Vec<&'static str>,
 }
 
 /// Reads `running.source` again and compares it with `running`.
 pub fn reread(running: &Config) -> Result<Reload, ConfigErrors> {
-    let config = Config::load(&running.source)?;
+    let new = Config::load(&running.source)?;
     let mut needs_restart = Vec::new();
-    if config.gateway != running.gateway {
-        needs_restart.push("gateway");
-    }
-    if config.coap != running.coap {
-        needs_restart.push("coap");
-    }
-    if config.dtls != running.dtls {
-        needs_restart.push("dtls");
-    }
-    if config.mqtt != running.mqtt {
-        needs_restart.push("mqtt");
-    }
-    if config.store != running.store {
-        needs_restart.push("store");
-    }
+    let mut differs = |changed: bool, section: &'static str| {
+        if changed {
+            needs_restart.push(section);
+        }
+    };
+    differs(new.gateway != running.gateway, "gateway");
+    differs(new.coap != running.coap, "coap");
+    differs(new.dtls != running.dtls, "dtls");
+    differs(new.mqtt != running.mqtt, "mqtt");
+    differs(new.store != running.store, "store");
+    differs(new.admin != running.admin, "admin");
+    let mut config = running.clone();
+    let routes_changed = new.routes != running.routes;
+    let log_level_changed = new.log.level != running.log.level;
+    config.routes = new.routes;
+    config.log = new.log;
     Ok(Reload {
-        routes_changed: config.routes != running.routes,
-        needs_restart,
         config,
+        routes_changed,
+        log_level_changed,
+        needs_restart,
     })
 }
 
@@ -81,6 +90,56 @@ topic = "t/{d}"
         let reload = reread(&running).expect("valid");
         assert!(!reload.routes_changed);
         assert_eq!(reload.needs_restart, vec!["mqtt"]);
+    }
+
+    #[test]
+    fn a_log_level_change_applies_and_nothing_needs_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let running = Config::load(&write(dir.path(), BASE)).expect("valid");
+        write(dir.path(), &format!("[log]\nlevel = \"debug\"\n{BASE}"));
+        let reload = reread(&running).expect("valid");
+        assert!(reload.log_level_changed);
+        assert_eq!(reload.config.log.level, log::LevelFilter::Debug);
+        assert!(reload.needs_restart.is_empty());
+    }
+
+    #[test]
+    fn an_admin_change_needs_a_restart_and_is_not_recorded_as_running() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let running = Config::load(&write(dir.path(), BASE)).expect("valid");
+        write(
+            dir.path(),
+            &format!("[admin]\nlisten = \"127.0.0.1:9999\"\n{BASE}"),
+        );
+        let reload = reread(&running).expect("valid");
+        assert_eq!(reload.needs_restart, vec!["admin"]);
+        assert_eq!(reload.config.admin, running.admin, "not applied");
+        // Still waiting on the next SIGHUP.
+        let again = reread(&reload.config).expect("valid");
+        assert_eq!(again.needs_restart, vec!["admin"]);
+    }
+
+    #[test]
+    fn a_gateway_id_change_with_a_route_change_keeps_the_running_id_in_topics() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let with_gateway = |id: &str, topic: &str| {
+            format!("[gateway]\nid = \"{id}\"\n{}", BASE.replace("t/{d}", topic))
+        };
+        let running =
+            Config::load(&write(dir.path(), &with_gateway("old", "t/{d}"))).expect("valid");
+        write(dir.path(), &with_gateway("new", "{gateway}/{d}"));
+        let reload = reread(&running).expect("valid");
+        assert!(reload.routes_changed);
+        // The default client id (coap2mqtt-<gateway id>) changed with it.
+        assert_eq!(reload.needs_restart, vec!["gateway", "mqtt"]);
+        let router = reload.config.router();
+        let resolved = router
+            .resolve(&["a", "x"], crate::route::Method::Post, None)
+            .expect("routed");
+        assert_eq!(
+            resolved.topic, "old/x",
+            "the running gateway id, not the new one"
+        );
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! SIGHUP reloads routes; a broken config is refused and the old one stays.
+//! SIGHUP reloads routes and the log level, says which other changes wait
+//! for a restart (and does not apply them); a broken config is refused and
+//! the old one stays.
 
 mod support;
 
@@ -35,7 +37,7 @@ fn sighup_applies_a_new_route_and_refuses_a_broken_config() {
     );
     std::fs::write(daemon.config_path(), text).expect("rewrite config");
     hangup(&daemon);
-    daemon.wait_for_log("reload: 2 routes in force", WAIT);
+    daemon.wait_for_log("reload: applied [[route]]: 2 routes in force", WAIT);
 
     assert_eq!(post_notls(port, "b/x", "2", &[]).expect_code(), "2.04");
     let got = subscriber.wait_for_count(1, WAIT);
@@ -61,4 +63,29 @@ fn sighup_applies_a_new_route_and_refuses_a_broken_config() {
         got.iter().any(|m| m.topic == "tb/y" && m.payload == b"3"),
         "{got:?}"
     );
+}
+
+#[test]
+fn sighup_applies_the_log_level_and_says_an_admin_change_needs_a_restart() {
+    let port = free_udp_port();
+    let config = DaemonConfig::new(port, support::free_tcp_port())
+        .route(RouteConfig::new("a/{d}", "ta/{d}"));
+    let with = |extra: &str| format!("{}\n{extra}\n", config.render());
+    let mut daemon = Daemon::start(&with("[log]\nlevel = \"info\""));
+    daemon.restart_without_rust_log();
+    assert_eq!(post_notls(port, "a/x", "1", &[]).expect_code(), "2.04");
+    assert!(
+        !daemon.log().contains("request from"),
+        "no debug line at level info"
+    );
+
+    let store = daemon.store_path().display().to_string();
+    let edited = with("[log]\nlevel = \"debug\"\n[admin]\nlisten = \"127.0.0.1:1\"")
+        .replace(support::daemon::STORE_PLACEHOLDER, &store);
+    std::fs::write(daemon.config_path(), edited).expect("rewrite config");
+    hangup(&daemon);
+    daemon.wait_for_log("reload: applied [log] level = DEBUG", WAIT);
+    daemon.wait_for_log("changes to [admin] are NOT applied", WAIT);
+    assert_eq!(post_notls(port, "a/y", "2", &[]).expect_code(), "2.04");
+    daemon.wait_for_log("request from", WAIT);
 }

@@ -40,6 +40,9 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 /// A running coap2mqtt. Dropping it kills it (SIGKILL).
 pub struct Daemon {
     binary: PathBuf,
+    /// RUST_LOG for the daemon: the test environment's, else `debug`;
+    /// `None` leaves the config's `[log] level` in charge.
+    rust_log: Option<String>,
     dir: TempDir,
     config_path: PathBuf,
     coap_addr: SocketAddr,
@@ -69,6 +72,7 @@ impl Daemon {
         std::fs::write(&config_path, &config).expect("write the daemon config");
         let mut daemon = Daemon {
             binary: binary.to_path_buf(),
+            rust_log: Some(std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into())),
             dir,
             config_path,
             coap_addr,
@@ -81,6 +85,13 @@ impl Daemon {
 
     pub fn start_config(config: &DaemonConfig) -> Daemon {
         Daemon::start(&config.render())
+    }
+
+    /// Restarts without RUST_LOG, so that `[log] level` decides (for tests
+    /// of logging itself).
+    pub fn restart_without_rust_log(&mut self) {
+        self.rust_log = None;
+        self.restart();
     }
 
     /// Where the daemon listens for CoAP (its first `[coap] listen`).
@@ -205,10 +216,10 @@ impl Daemon {
             .arg("--config")
             .arg(&self.config_path)
             .current_dir(self.dir.path());
-        command.env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "debug".into()),
-        );
+        match &self.rust_log {
+            Some(spec) => command.env("RUST_LOG", spec),
+            None => command.env_remove("RUST_LOG"),
+        };
         // Not under systemd: no readiness socket, no journal, no watchdog.
         for var in [
             "NOTIFY_SOCKET",
