@@ -275,6 +275,17 @@ for field in 'SYSLOG_IDENTIFIER=coap2mqtt' 'PRIORITY=5' "MQTT_BROKER=mqtt://127.
 done
 pass "journal: structured fields (MQTT_BROKER, COAP_PEER, DROP_REASON, PRIORITY)"
 
+# --- systemctl reload: SIGHUP, the config read again ----------------------------
+in_box systemctl reload coap2mqtt || fail "systemctl reload failed"
+for _ in $(seq 1 20); do
+  in_box journalctl --no-pager -u coap2mqtt -g 'reload: routes unchanged' -q >/dev/null 2>&1 && break
+  sleep 0.5
+done
+in_box journalctl --no-pager -u coap2mqtt -g 'reload: routes unchanged' -q >/dev/null 2>&1 ||
+  fail "systemctl reload: no 'reload:' line in the journal"
+[ "$(in_box systemctl is-active coap2mqtt)" = active ] || fail "not active after reload"
+pass "systemctl reload: the config read again, still active"
+
 # --- SIGKILL: restarted, queue intact ---------------------------------------
 stop_broker
 for i in 1 2 3; do
