@@ -38,12 +38,10 @@ case $arch in
   arm64)
     qemu="qemu-system-aarch64"
     machine=(-M virt -cpu cortex-a53) # the Raspberry Pi 3's and Zero 2's core
-    kernel_pkg=linux-image-arm64
     ;;
   armhf)
     qemu="qemu-system-arm"
     machine=(-M "virt,highmem=off" -cpu cortex-a7) # the Raspberry Pi 2's core
-    kernel_pkg=linux-image-armmp
     ;;
   *)
     echo "usage: tests/arm-test.sh arm64|armhf" >&2
@@ -116,90 +114,10 @@ install_host_tools() {
 install_host_tools
 PATH=$PATH:/usr/sbin
 
-# --- the guest's Debian packages, fetched once -------------------------------
-# A private apt (its own lists and cache under $cache/apt) for the guest's
-# architecture, so the host's dpkg gets no foreign architecture.
-# The host's Debian release (its cross gcc linked the binary against that
-# glibc), bookworm elsewhere.
-suite=$(. /etc/os-release && [ "${ID:-}" = debian ] && echo "${VERSION_CODENAME:-}" || true)
-suite=${suite:-bookworm}
-guest_apt() {
-  local a=$cache/apt
-  "$@" -q -o "APT::Architecture=$arch" -o "APT::Architectures::=$arch" \
-    -o "Dir::State::Lists=$a/lists" -o Dir::State::status=/dev/null \
-    -o "Dir::Cache=$a/cache" -o "Dir::Etc::SourceList=$a/sources.list" \
-    -o Dir::Etc::SourceParts=/dev/null -o Debug::NoLocking=1 \
-    -o APT::Sandbox::User="$(id -un)"
-}
-fetch_guest_packages() {
-  [ -f "$cache/debs/.complete" ] && return 0
-  local mirror kernel
-  # The mirror the host's apt uses (one URL; deb822 or one-line sources).
-  mirror=$(cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
-    sed -n 's/^URIs: *//p; s/^deb \+\(\[[^]]*\] \+\)\?\(http[^ ]*\) \+'"$suite"' .*/\2/p' |
-    grep -m1 '/debian/\?$' || true)
-  mirror=${mirror:-http://deb.debian.org/debian}
-  say "fetching the guest's packages ($suite, $arch) from $mirror, once"
-  rm -rf "$cache/apt" "$cache/debs"
-  mkdir -p "$cache/apt/lists/partial" "$cache/apt/cache/archives/partial" "$cache/debs"
-  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror $suite main" \
-    >"$cache/apt/sources.list"
-  guest_apt apt-get update >&2 || return 1
-  kernel=$(guest_apt apt-cache depends "$kernel_pkg" |
-    sed -n 's/^ *Depends: \(linux-image-[^ ]*\)$/\1/p' | head -1)
-  [ -n "$kernel" ] || { say "no kernel behind $kernel_pkg"; return 1; }
-  (cd "$cache/debs" && guest_apt apt-get download "$kernel" busybox-static libc6 libgcc-s1 >&2) ||
-    return 1
-  touch "$cache/debs/.complete"
-}
-
-# --- the initramfs: busybox, the agent, the kernel's modules (cached) --------
-# The modules Debian builds as modules and the guest needs, in load order
-# (each one's "depends=" from its .modinfo loaded first).
-guest_modules=(virtio_mmio virtio_net virtio_blk virtio_console crc32c_generic ext4)
-declare -A module_added=()
-add_module() { # name moddir destdir
-  local name=$1 file deps dep
-  [ -n "${module_added[$name]:-}" ] && return 0
-  file=$(find "$2" \( -name "$name.ko" -o -name "${name//_/-}.ko" \) | head -1)
-  [ -n "$file" ] || { say "kernel module $name not found"; return 1; }
-  deps=$(tr '\0' '\n' <"$file" | sed -n 's/^depends=//p' | head -1)
-  for dep in ${deps//,/ }; do add_module "$dep" "$2" "$3" || return 1; done
-  cp "$file" "$3/lib/modules/$name.ko"
-  echo "$name" >>"$3/etc/modules.load"
-  module_added[$name]=1
-}
-# Rebuilt when the guest's scripts or module list change.
-base_key=$(cat tests/arm-test/init tests/arm-test/inittab tests/arm-test/rcS tests/arm-test/agent \
-  <(echo "${guest_modules[*]}") | sha256sum | cut -d' ' -f1)
-build_base_initramfs() {
-  [ "$(cat "$cache/base.key" 2>/dev/null)" = "$base_key" ] && [ -f "$cache/vmlinuz" ] && return 0
-  say "building the initramfs from Debian's packages"
-  rm -f "$cache/base.key"
-  local unpacked=$cache/unpacked base=$cache/base
-  rm -rf "$unpacked" "$base" "$cache/sysroot"
-  mkdir -p "$unpacked" "$base/bin" "$base/sbin" "$base/etc" "$base/lib/modules" "$cache/sysroot"
-  dpkg-deb -x "$cache"/debs/linux-image-*.deb "$unpacked"
-  cp "$unpacked"/boot/vmlinuz-* "$cache/vmlinuz.tmp"
-  dpkg-deb -x "$cache"/debs/busybox-static_*.deb "$unpacked/busybox"
-  cp "$unpacked/busybox/bin/busybox" "$base/bin/busybox"
-  # The libraries a binary may need, looked up per run (see guest_libraries).
-  dpkg-deb -x "$cache"/debs/libc6_*.deb "$cache/sysroot"
-  dpkg-deb -x "$cache"/debs/libgcc-s1_*.deb "$cache/sysroot"
-  : >"$base/etc/modules.load"
-  local m
-  for m in "${guest_modules[@]}"; do
-    add_module "$m" "$unpacked/lib/modules" "$base" || return 1
-  done
-  cp tests/arm-test/init "$base/init"
-  cp tests/arm-test/inittab "$base/etc/inittab"
-  cp tests/arm-test/rcS "$base/etc/rcS"
-  cp tests/arm-test/agent "$base/sbin/agent"
-  (cd "$base" && find . | cpio -o -H newc -R 0:0 --quiet | gzip -1) >"$cache/base.cpio.gz"
-  mv "$cache/vmlinuz.tmp" "$cache/vmlinuz"
-  rm -rf "$unpacked"
-  echo "$base_key" >"$cache/base.key"
-}
+# --- the guest image: Debian's kernel, an initramfs, libc (cached) ------------
+# tests/arm-test/guest-image fetches and builds it in $cache once: vmlinuz,
+# base.cpio.gz (busybox, the agent, the kernel's virtio modules) and
+# sysroot/ (the guest's libc6 and libgcc-s1, for guest_libraries).
 
 # Copies into $1 the shared libraries the ELF file $2 needs, and theirs,
 # from the guest's libc6 and libgcc-s1.
@@ -713,9 +631,18 @@ summary() {
   exit 1
 }
 
-fetch_guest_packages || skip "cannot fetch the guest's Debian packages (see above)"
-build_base_initramfs || { fail initramfs "could not build the initramfs (see above)"; summary; exit 1; }
-prepare_run || { fail initramfs "could not prepare the run (see above)"; summary; exit 1; }
+image_status=0
+tests/arm-test/guest-image "$arch" "$cache" >&2 || image_status=$?
+case $image_status in
+  0) ;;
+  3) skip "cannot fetch the guest's Debian packages (see above)" ;;
+  *)
+    fail guest-image "tests/arm-test/guest-image $arch failed (see above)"
+    summary
+    exit 1
+    ;;
+esac
+prepare_run || { fail run "could not prepare the run (see above)"; summary; exit 1; }
 start_broker || { fail broker "mosquitto did not start"; summary; exit 1; }
 start_subscriber
 
