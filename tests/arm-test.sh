@@ -248,8 +248,7 @@ start_subscriber() {
 wait_received() { # regex count seconds
   local deadline=$((SECONDS + $3))
   while ((SECONDS < deadline)); do
-    [ "$(grep -cE "$1" "$received" | head -1)" -ge "$2" ] &&
-      [ "$(grep -E "$1" "$received" | sort -u | wc -l)" -ge "$2" ] && return 0
+    [ "$(grep -E "$1" "$received" | sort -u | wc -l)" -ge "$2" ] && return 0
     sleep 0.5
   done
   return 1
@@ -286,9 +285,9 @@ boot_guest() {
   return 1
 }
 
-# guest TIMEOUT_S COMMAND: runs the shell command in the guest. Its output
-# is in $guest_out, its exit status is guest's (124 on timeout, 125 when
-# the agent did not answer).
+# guest TIMEOUT_S COMMAND: runs the shell command in the guest, where
+# busybox's timeout ends it after TIMEOUT_S. Its output is in $guest_out,
+# its exit status is guest's; 125 when the agent did not answer in time.
 guest_out=""
 guest_seq=0
 guest() {
