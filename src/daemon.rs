@@ -39,11 +39,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         on_full: config.store.on_full,
     };
     let path = config.store.path.clone();
-    let cache = config.store.cache_mb.saturating_mul(1 << 20);
-    let opened = tokio::task::spawn_blocking(move || Queue::open(&path, cache, limits))
+    let opened = tokio::task::spawn_blocking(move || Queue::open(&path, limits))
         .await
         .context("opening the store")??;
     let queue = opened.queue;
+    for note in &opened.notes {
+        log::warn!("store {}: {note}", queue.path().display());
+    }
     match opened.unavailable {
         Some(e) => log::error!(
             "{e}; serving anyway: devices get 5.03 until the store opens (retrying every second)"
@@ -51,7 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => {
             let (depth, bytes) = queue.depth();
             log::info!(
-                "store {}: {depth} messages ({bytes} bytes) waiting for the broker",
+                "store {}: {depth} messages ({bytes} bytes on disk) waiting for the broker",
                 queue.path().display()
             );
         }
@@ -190,7 +192,7 @@ impl Listeners {
 fn recent_requests(queue: &Queue) -> Vec<(Recall, Duration)> {
     let now = store::now_ms();
     queue
-        .recent_recalls(now.saturating_sub(store::RECALL_LIFETIME_MS))
+        .take_recalls(now.saturating_sub(store::RECALL_LIFETIME_MS))
         .into_iter()
         .filter_map(|(received_ms, bytes)| {
             let age = Duration::from_millis(now.saturating_sub(received_ms));

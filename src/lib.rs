@@ -8,9 +8,11 @@
 //! `daemon` wires them together.
 
 pub mod admin;
+pub mod clock;
 pub mod coap;
 pub mod config;
 pub mod daemon;
+pub mod histogram;
 pub mod logging;
 pub mod message;
 pub mod metrics;

@@ -124,7 +124,7 @@ fn full_disk_gets_503_then_recovers_with_the_queue_intact() {
         recovered = code == Some(Code::new(2, 4));
         recovered
     });
-    daemon.wait_for_log("available again", WAIT);
+    daemon.wait_for_log("writing again", WAIT);
     wait_until(WAIT, "/healthz green again", || {
         admin_get(admin, "/healthz").0 == 200
     });

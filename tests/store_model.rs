@@ -104,6 +104,8 @@ struct Entry {
 struct Model {
     entries: Vec<Entry>,
     next: usize,
+    /// How many entries there were when the worker last started.
+    at_last_start: usize,
 }
 
 impl Model {
@@ -120,6 +122,11 @@ impl Model {
                 e.state = State::RemovedDurably;
             }
         }
+    }
+
+    /// A worker starts (and recovers the recalls of what is there).
+    fn started(&mut self) {
+        self.at_last_start = self.entries.len();
     }
 
     /// The process died: undurable removals may be undone.
@@ -191,9 +198,13 @@ impl Model {
             .filter(|e| e.state == State::Dead)
             .filter_map(|e| e.seq)
             .collect();
-        prop_assert_eq!(&seen.dead, &dead, "dead letters");
+        let mut seen_dead = seen.dead.clone();
+        seen_dead.sort_unstable();
+        prop_assert_eq!(&seen_dead, &dead, "dead letters");
         prop_assert_eq!(seen.depth, seen.queue.len() as u64, "depth counter");
-        for e in &self.entries {
+        // Recalls are recovered at open: every message acknowledged before
+        // the worker's last start must have one.
+        for e in &self.entries[..self.at_last_start.min(self.entries.len())] {
             if e.state == State::Live {
                 prop_assert!(
                     seen.recalls.contains(&e.payload),
@@ -322,6 +333,7 @@ fn run_case(
     sync_dir(mount.path());
     let mut model = Model::default();
     let mut worker = Worker::start(&store);
+    model.started();
     for op in ops {
         counts.steps.fetch_add(1, Ordering::Relaxed);
         match *op {
@@ -339,6 +351,7 @@ fn run_case(
                 mount.revive();
                 model.crashed();
                 worker = Worker::start(&store);
+                model.started();
             }
             Op::Remove(index) => {
                 let queued = model.queued();
@@ -368,6 +381,7 @@ fn run_case(
                 counts.kills.fetch_add(1, Ordering::Relaxed);
                 model.crashed();
                 worker = Worker::start(&store);
+                model.started();
             }
             Op::Cut { tear } => {
                 cut(mount, tear);
@@ -376,11 +390,13 @@ fn run_case(
                 mount.revive();
                 model.crashed();
                 worker = Worker::start(&store);
+                model.started();
             }
             Op::Restart => {
                 worker.exit();
                 model.flushed();
                 worker = Worker::start(&store);
+                model.started();
             }
         }
         let seen = worker.look();
@@ -525,12 +541,13 @@ mod store_worker {
             max_bytes: 1 << 20,
             on_full: OnFull::Reject,
         };
-        let opened = Queue::open(&path, 1 << 20, limits).expect("open the store");
+        let opened = Queue::open(&path, limits).expect("open the store");
         assert!(
-            opened.moved_aside.is_none(),
-            "the store was moved aside as corrupt"
+            opened.unavailable.is_none(),
+            "the store could not be opened"
         );
         let queue = opened.queue;
+        let recalls = queue.take_recalls(0);
         let (handle, committer) =
             spawn_committer::<usize>(queue.clone(), 16, 1024).expect("committer");
         say("opened");
@@ -600,17 +617,17 @@ mod store_worker {
                 "state" => {
                     barrier();
                     say(&format!("depth {}", queue.depth().0));
-                    for item in queue.read_after(None, usize::MAX).expect("read") {
-                        let queued = item.expect("decodes");
-                        let payload =
-                            String::from_utf8(queued.record.message.payload).expect("utf-8");
+                    let mut reader = queue.reader();
+                    for item in queue.read(&mut reader, usize::MAX).expect("read") {
+                        let queued = item.expect("readable");
+                        let payload = String::from_utf8(queued.message.payload).expect("utf-8");
                         say(&format!("msg {} {payload}", queued.seq));
                     }
-                    for (seq, _) in queue.dead_letters(usize::MAX) {
-                        say(&format!("dead {seq}"));
+                    for dead in queue.dead_letters(usize::MAX) {
+                        say(&format!("dead {}", dead.seq));
                     }
-                    for (_, recall) in queue.recent_recalls(0) {
-                        say(&format!("recall {}", String::from_utf8_lossy(&recall)));
+                    for (_, recall) in &recalls {
+                        say(&format!("recall {}", String::from_utf8_lossy(recall)));
                     }
                     say("end");
                 }

@@ -241,20 +241,14 @@ pub struct StoreConfig {
     pub max_messages: u64,
     pub max_bytes: u64,
     pub on_full: OnFull,
-    /// Sled's page cache, in MiB.
+    /// Ignored since 0.2 (the log store keeps no cache); accepted so that a
+    /// 0.1 config still loads.
     pub cache_mb: u64,
     /// Most messages made durable by one flush.
     pub commit_max_batch: usize,
 }
 
-/// What the queue does with a new message when it is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnFull {
-    /// Refuse it (5.03 with Max-Age); nothing stored is lost.
-    Reject,
-    /// Delete the oldest queued message to make room.
-    DropOldest,
-}
+pub use crate::store::OnFull;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {

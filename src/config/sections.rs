@@ -59,7 +59,8 @@ const TLS_KEYS: &[&str] = &["ca_file", "client_cert", "client_key", "alpn"];
 const MAX_MQTT_STRING: usize = 65_535;
 /// MQTT's largest packet: the most its Remaining Length can encode.
 const MAX_MQTT_PACKET: i64 = 268_435_455;
-/// Sled's cache is given in bytes; this keeps `cache_mb << 20` in range.
+/// `store.cache_mb` (ignored since 0.2, accepted for 0.1 configs) stays in
+/// this range, as it did.
 const MAX_CACHE_MB: i64 = 1 << 40;
 
 pub(super) fn read(root: &Node, r: &mut Report, source: PathBuf) -> Config {

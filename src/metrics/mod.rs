@@ -20,12 +20,12 @@
 //! the human status).
 
 mod health;
-mod histogram;
 mod render;
 mod transport;
 
+pub use crate::histogram::Histogram;
+pub use crate::store::CommitStats;
 pub use health::{Thresholds, Verdict};
-pub use histogram::{CommitStats, Histogram};
 pub use transport::{TransportCounters, TransportMetrics, PUBLISH_EVERY};
 
 use crate::store::{now_ms, Queue};

@@ -209,7 +209,7 @@ fn queue(o: &mut Out, m: &Metrics) {
     o.one(
         "queue_bytes",
         "gauge",
-        "Bytes of the messages waiting for the broker.",
+        "Bytes the queue's segment files take (what store.max_bytes limits).",
         bytes,
     );
     let age = m
@@ -226,7 +226,7 @@ fn queue(o: &mut Out, m: &Metrics) {
     o.one(
         "queue_disk_bytes",
         "gauge",
-        "Bytes the store's files take on disk (they do not shrink after a drain).",
+        "Bytes the store's files take on disk (segments are deleted once the broker has them).",
         m.queue.size_on_disk(),
     );
     o.one(
@@ -255,6 +255,11 @@ fn queue(o: &mut Out, m: &Metrics) {
             "queue_dropped_oldest_total",
             "Queued messages deleted to make room (on_full = drop-oldest).",
             &s.dropped_oldest,
+        ),
+        (
+            "queue_lost_to_damage_total",
+            "Queued messages that could not be read back (damage on disk) and were given up.",
+            &s.lost_to_damage,
         ),
         (
             "queue_failed_appends_total",

@@ -252,7 +252,7 @@ impl<R: Send + 'static> Uplink<R> {
 
         loop {
             if closing_since.is_none() {
-                if let Err(e) = self.fill_window(&client, &mut session) {
+                if let Err(e) = self.fill_window(&client, &mut session).await {
                     log::error!("uplink: cannot read the queue: {e}");
                 }
             }
@@ -301,8 +301,10 @@ impl<R: Send + 'static> Uplink<R> {
         }
     }
 
-    /// Hands queued messages to the client while the in-flight window has room.
-    fn fill_window(
+    /// Hands queued messages to the client while the in-flight window has
+    /// room. Reads from the store run on tokio's blocking pool: file reads
+    /// must not hold up the runtime's workers.
+    async fn fill_window(
         &mut self,
         client: &AsyncClient,
         session: &mut Session,
@@ -317,23 +319,37 @@ impl<R: Send + 'static> Uplink<R> {
                 if session.exhausted {
                     return Ok(());
                 }
-                let batch = self.queue.read_after(session.cursor, READ_AHEAD)?;
+                let queue = self.queue.clone();
+                let mut reader = session.reader.take().unwrap_or_else(|| queue.reader());
+                let (reader, batch) = tokio::task::spawn_blocking(move || {
+                    let batch = queue.read(&mut reader, READ_AHEAD);
+                    (reader, batch)
+                })
+                .await
+                .map_err(|e| crate::store::StoreError::Io {
+                    path: self.queue.path().to_path_buf(),
+                    source: std::io::Error::other(e),
+                })?;
+                session.reader = Some(reader);
+                let batch = batch?;
                 if batch.is_empty() {
                     session.exhausted = true;
                     return Ok(());
                 }
                 for item in batch {
                     match item {
-                        Ok(queued) => {
-                            session.cursor = Some(queued.seq);
-                            session.ahead.push_back(queued);
-                        }
-                        Err(unreadable) => {
-                            session.cursor = Some(unreadable.seq);
-                            self.dead_letter_now(
-                                unreadable.seq,
-                                format!("stored record cannot be read: {}", unreadable.reason),
-                            );
+                        Ok(queued) => session.ahead.push_back(queued),
+                        Err(lost) => {
+                            let store = self.store.clone();
+                            tokio::spawn(async move {
+                                let _ = store
+                                    .send(Command::Lost {
+                                        first: lost.first,
+                                        end: lost.end,
+                                        reason: lost.reason,
+                                    })
+                                    .await;
+                            });
                         }
                     }
                 }
@@ -342,7 +358,7 @@ impl<R: Send + 'static> Uplink<R> {
             let Some(next) = session.ahead.pop_front() else {
                 continue;
             };
-            let message = &next.record.message;
+            let message = &next.message;
             let size = publish_packet_size(&message.topic, message.payload.len());
             if size > self.settings.max_packet_size {
                 self.dead_letter_now(
@@ -358,8 +374,7 @@ impl<R: Send + 'static> Uplink<R> {
                 Qos::AtMostOnce => QoS::AtMostOnce,
                 Qos::AtLeastOnce => QoS::AtLeastOnce,
             };
-            let Queued { seq, record } = next;
-            let message = record.message;
+            let Queued { seq, message, .. } = next;
             let topic = message.topic;
             match client.try_publish(topic.clone(), qos, message.retain, message.payload) {
                 Ok(()) => {
@@ -487,8 +502,9 @@ impl<R: Send + 'static> Uplink<R> {
 struct Session {
     /// Read from the queue, not yet handed to the client.
     ahead: VecDeque<Queued>,
-    /// The last sequence number read.
-    cursor: Option<Seq>,
+    /// Where this connection reads the queue (from the oldest message on,
+    /// at its first read).
+    reader: Option<crate::store::Reader>,
     /// The last read found nothing newer.
     exhausted: bool,
     /// Handed to the client; waiting for their `Outgoing::Publish` event.

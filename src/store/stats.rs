@@ -1,66 +1,39 @@
-//! Fixed-bucket histograms on relaxed atomics, and the commit thread's
-//! figures. Recording is a handful of atomic adds; no lock, no allocation.
+//! The store's own figures: counters and the commit thread's histograms,
+//! written only by the committer, read by the metrics. The store depends on
+//! nothing of the metrics; the metrics read these.
 
+use crate::histogram::Histogram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Counts of observations at or below each bound (not cumulative in
-/// memory; cumulated when rendered), plus their sum and count.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [u64],
-    buckets: Box<[AtomicU64]>,
-    sum: AtomicU64,
-    count: AtomicU64,
-}
-
-impl Histogram {
-    /// `bounds` must be increasing; observations above the last one count
-    /// only in `+Inf`.
-    pub fn new(bounds: &'static [u64]) -> Histogram {
-        Histogram {
-            bounds,
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
-
-    pub fn observe(&self, value: u64) {
-        let i = self.bounds.partition_point(|b| *b < value);
-        if let Some(bucket) = self.buckets.get(i) {
-            bucket.fetch_add(1, Ordering::Relaxed);
-        }
-        self.sum.fetch_add(value, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// (bound, cumulative count) per bucket, then the sum and the count.
-    pub fn snapshot(&self) -> (Vec<(u64, u64)>, u64, u64) {
-        let mut running = 0;
-        let buckets = self
-            .bounds
-            .iter()
-            .zip(self.buckets.iter())
-            .map(|(bound, n)| {
-                running += n.load(Ordering::Relaxed);
-                (*bound, running)
-            })
-            .collect();
-        (
-            buckets,
-            self.sum.load(Ordering::Relaxed),
-            self.count.load(Ordering::Relaxed),
-        )
-    }
+/// Counters for metrics and status; written only by the committer.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Messages waiting for the broker.
+    pub messages: AtomicU64,
+    /// Bytes the queue's segment files take.
+    pub bytes: AtomicU64,
+    pub appended: AtomicU64,
+    pub removed: AtomicU64,
+    pub rejected_full: AtomicU64,
+    pub dropped_oldest: AtomicU64,
+    pub failed_appends: AtomicU64,
+    pub dead_letters: AtomicU64,
+    /// Messages that could not be read back (damage on disk) and were
+    /// retired as lost.
+    pub lost_to_damage: AtomicU64,
+    pub commits: AtomicU64,
+    pub commit_errors: AtomicU64,
+    /// Batch sizes, latencies and liveness of the commit thread.
+    pub commit: CommitStats,
 }
 
 /// Commands per commit batch.
 const BATCH_BOUNDS: &[u64] = &[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096];
 /// Commit latency, in microseconds (rendered in seconds).
 const LATENCY_BOUNDS_US: &[u64] = &[
-    250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-    2_500_000, 10_000_000,
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 10_000_000,
 ];
 
 /// What the commit thread records about each batch; part of `store::Stats`.
@@ -123,18 +96,6 @@ impl CommitStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn buckets_are_cumulative_and_the_overflow_counts_only_in_the_total() {
-        let h = Histogram::new(&[1, 10, 100]);
-        for v in [0, 1, 5, 10, 11, 1000] {
-            h.observe(v);
-        }
-        let (buckets, sum, count) = h.snapshot();
-        assert_eq!(buckets, vec![(1, 2), (10, 4), (100, 5)]);
-        assert_eq!(sum, 1027);
-        assert_eq!(count, 6);
-    }
 
     #[test]
     fn a_commit_in_progress_is_visible_until_it_ends() {

@@ -1,0 +1,574 @@
+//! The queue's on-disk format: frames in segment files.
+//!
+//! A segment file starts with a 16-byte header (magic, format version) and
+//! holds frames back to back. Every frame is `kind: u8 | len: u32 | crc: u32
+//! | body`, the CRC (CRC-32, IEEE) covering the kind, the length and the
+//! body, so a torn or damaged frame is recognised and never half-read.
+//! Integers are big-endian; lengths inside bodies are LEB128 varints.
+//!
+//! Kinds:
+//! - **batch**: one commit batch, the unit of durability: the messages the
+//!   committer made durable together, with consecutive sequence numbers.
+//!   `first_seq: u64 | base_ms: u64 | count: u32 | count x message`, where a
+//!   message is `flags: u8 | received_ms - base_ms: varint | topic |
+//!   payload | [recall] | [properties]` (each `len: varint | bytes`).
+//!   Flags: bit 0 QoS 1, bit 1 retain, bit 2 a recall follows, bit 3
+//!   properties follow (tag-length-value, unknown tags skipped, so a later
+//!   version can add some without a new format).
+//! - **ack**: how far the broker has taken the queue, written with the next
+//!   commit (never alone on the hot path): `watermark: u64 | n: varint | n x
+//!   varint`, every sequence number below the watermark and the n listed
+//!   above it (deltas from the previous) are retired. Losing one only means
+//!   a duplicate after a crash.
+//! - **dead letter** (in the dead-letter file): `seq: u64 | dead_ms: u64 |
+//!   reason | message` (a message as in a batch, with `received_ms` whole).
+//! - **forget** (dead-letter file): `n: varint | n x seq: u64`, dead letters
+//!   removed by an operator.
+//!
+//! Hand-written because it is small, must be read by every later version of
+//! the daemon (a queue survives upgrades), and no crate offers this framing
+//! with these durability rules; every decoder returns an error for any
+//! input, never panics (fuzzed: `fuzz/fuzz_targets/frame.rs`).
+
+use crate::message::{Message, Qos};
+
+/// Segment and dead-letter files start with this, then the format version.
+pub const MAGIC: &[u8; 8] = b"c2mqlog\0";
+/// The format this daemon writes (1 was the sled store).
+pub const FORMAT: u32 = 2;
+pub const FILE_HEADER: usize = 16;
+/// kind + len + crc.
+pub const FRAME_HEADER: usize = 9;
+/// A frame larger than this is damage, not data (the largest message is a
+/// few MiB; a batch holds at most `commit_max_batch` of them).
+pub const MAX_FRAME: usize = 1 << 30;
+
+pub const KIND_BATCH: u8 = 1;
+pub const KIND_ACK: u8 = 2;
+pub const KIND_DEAD: u8 = 3;
+pub const KIND_FORGET: u8 = 4;
+
+const FLAG_QOS1: u8 = 1;
+const FLAG_RETAIN: u8 = 2;
+const FLAG_RECALL: u8 = 4;
+const FLAG_PROPERTIES: u8 = 8;
+
+/// A message as the queue keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub message: Message,
+    /// When the device was answered, in ms since the Unix epoch.
+    pub received_ms: u64,
+    /// What deduplication needs after a restart (opaque here); may be empty.
+    pub recall: Vec<u8>,
+}
+
+/// Why bytes are not a frame this version can read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("truncated: {0}")]
+    Truncated(&'static str),
+    #[error("checksum mismatch")]
+    Checksum,
+    #[error("frame of {0} bytes is larger than any the daemon writes")]
+    TooLarge(u64),
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("not a queue file (bad magic)")]
+    BadMagic,
+    #[error("queue file format {0}, newer than this daemon reads ({FORMAT})")]
+    NewerFormat(u32),
+    #[error("a topic that is not UTF-8")]
+    TopicNotUtf8,
+    #[error("malformed: {0}")]
+    Malformed(&'static str),
+}
+
+/// The 16-byte header of a segment or dead-letter file.
+pub fn file_header() -> [u8; FILE_HEADER] {
+    let mut h = [0u8; FILE_HEADER];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..12].copy_from_slice(&FORMAT.to_be_bytes());
+    h
+}
+
+/// Checks a file header; the error says why it is not ours.
+pub fn check_file_header(bytes: &[u8]) -> Result<(), FrameError> {
+    if bytes.len() < FILE_HEADER {
+        return Err(FrameError::Truncated("file header"));
+    }
+    if &bytes[..8] != MAGIC {
+        return Err(FrameError::BadMagic);
+    }
+    let version = u32::from_be_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if version > FORMAT {
+        return Err(FrameError::NewerFormat(version));
+    }
+    Ok(())
+}
+
+/// Wraps `body` in a frame of `kind`, appending it to `out`.
+pub fn frame(kind: u8, body: &[u8], out: &mut Vec<u8>) {
+    let len = body.len() as u32;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&[kind]);
+    crc.update(&len.to_be_bytes());
+    crc.update(body);
+    out.push(kind);
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&crc.finalize().to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+/// A frame's header read from the start of `bytes`: (kind, body length).
+/// The CRC is checked by [`open_frame`], which needs the body.
+pub fn read_header(bytes: &[u8]) -> Result<(u8, usize, u32), FrameError> {
+    let header = bytes
+        .get(..FRAME_HEADER)
+        .ok_or(FrameError::Truncated("frame header"))?;
+    let kind = header[0];
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+    let crc = u32::from_be_bytes([header[5], header[6], header[7], header[8]]);
+    if len as usize > MAX_FRAME {
+        return Err(FrameError::TooLarge(u64::from(len)));
+    }
+    Ok((kind, len as usize, crc))
+}
+
+/// Checks the CRC of a frame whose header is `(kind, len, crc)` and whose
+/// body is `body`.
+pub fn check_body(kind: u8, crc: u32, body: &[u8]) -> Result<(), FrameError> {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&[kind]);
+    hasher.update(&(body.len() as u32).to_be_bytes());
+    hasher.update(body);
+    match hasher.finalize() == crc {
+        true => Ok(()),
+        false => Err(FrameError::Checksum),
+    }
+}
+
+/// The first frame of `bytes`, checked: (kind, body, bytes it took).
+pub fn open_frame(bytes: &[u8]) -> Result<(u8, &[u8], usize), FrameError> {
+    let (kind, len, crc) = read_header(bytes)?;
+    let body = bytes
+        .get(FRAME_HEADER..FRAME_HEADER + len)
+        .ok_or(FrameError::Truncated("frame body"))?;
+    check_body(kind, crc, body)?;
+    Ok((kind, body, FRAME_HEADER + len))
+}
+
+/// The body of a batch frame holding `messages` from `first_seq` on.
+pub fn batch_body(first_seq: u64, messages: &[Stored]) -> Vec<u8> {
+    let base_ms = messages.iter().map(|m| m.received_ms).min().unwrap_or(0);
+    let size: usize = messages
+        .iter()
+        .map(|m| 16 + m.message.topic.len() + m.message.payload.len() + m.recall.len())
+        .sum();
+    let mut out = Vec::with_capacity(20 + size);
+    out.extend_from_slice(&first_seq.to_be_bytes());
+    out.extend_from_slice(&base_ms.to_be_bytes());
+    out.extend_from_slice(&(messages.len() as u32).to_be_bytes());
+    for m in messages {
+        put_message(&mut out, m, m.received_ms - base_ms);
+    }
+    out
+}
+
+fn put_message(out: &mut Vec<u8>, m: &Stored, time: u64) {
+    let mut flags = 0;
+    if m.message.qos == Qos::AtLeastOnce {
+        flags |= FLAG_QOS1;
+    }
+    if m.message.retain {
+        flags |= FLAG_RETAIN;
+    }
+    if !m.recall.is_empty() {
+        flags |= FLAG_RECALL;
+    }
+    out.push(flags);
+    put_varint(out, time);
+    put_bytes(out, m.message.topic.as_bytes());
+    put_bytes(out, &m.message.payload);
+    if !m.recall.is_empty() {
+        put_bytes(out, &m.recall);
+    }
+}
+
+/// A batch frame's body, decoded lazily: the header now, the messages as
+/// they are iterated.
+#[derive(Debug, Clone)]
+pub struct Batch<'a> {
+    pub first_seq: u64,
+    pub base_ms: u64,
+    pub count: u32,
+    messages: &'a [u8],
+}
+
+impl<'a> Batch<'a> {
+    pub fn decode(body: &'a [u8]) -> Result<Batch<'a>, FrameError> {
+        let mut r = Reader(body);
+        let first_seq = r.u64()?;
+        let base_ms = r.u64()?;
+        let count = r.u32()?;
+        Ok(Batch {
+            first_seq,
+            base_ms,
+            count,
+            messages: r.0,
+        })
+    }
+
+    /// The sequence number after this batch's last.
+    pub fn end_seq(&self) -> u64 {
+        self.first_seq.saturating_add(u64::from(self.count))
+    }
+
+    /// Each message with its sequence number, in order; an error ends the
+    /// iteration (the rest of the frame cannot be found).
+    pub fn messages(&self) -> impl Iterator<Item = Result<(u64, Stored), FrameError>> + 'a {
+        let mut r = Reader(self.messages);
+        let (first, base, count) = (self.first_seq, self.base_ms, u64::from(self.count));
+        let mut i = 0u64;
+        std::iter::from_fn(move || {
+            if i >= count {
+                return None;
+            }
+            let seq = first.saturating_add(i);
+            i += 1;
+            let item = read_message(&mut r, Some(base)).map(|m| (seq, m));
+            if item.is_err() {
+                i = count;
+            }
+            Some(item)
+        })
+    }
+}
+
+/// One message; `base` is the batch's time base, `None` when the time is
+/// stored whole (dead letters).
+fn read_message(r: &mut Reader<'_>, base: Option<u64>) -> Result<Stored, FrameError> {
+    let flags = r.u8()?;
+    let received_ms = match base {
+        Some(base) => base.saturating_add(r.varint()?),
+        None => r.u64()?,
+    };
+    let topic = std::str::from_utf8(r.bytes()?)
+        .map_err(|_| FrameError::TopicNotUtf8)?
+        .to_string();
+    let payload = r.bytes()?.to_vec();
+    let recall = match flags & FLAG_RECALL != 0 {
+        true => r.bytes()?.to_vec(),
+        false => Vec::new(),
+    };
+    if flags & FLAG_PROPERTIES != 0 {
+        // Room for later versions: skipped whole.
+        r.bytes()?;
+    }
+    Ok(Stored {
+        message: Message {
+            topic,
+            payload,
+            qos: match flags & FLAG_QOS1 != 0 {
+                true => Qos::AtLeastOnce,
+                false => Qos::AtMostOnce,
+            },
+            retain: flags & FLAG_RETAIN != 0,
+        },
+        received_ms,
+        recall,
+    })
+}
+
+/// What an ack frame says: everything below `watermark` and each of
+/// `above` is retired.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Acks {
+    pub watermark: u64,
+    pub above: Vec<u64>,
+}
+
+impl Acks {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(10 + 3 * self.above.len());
+        out.extend_from_slice(&self.watermark.to_be_bytes());
+        put_varint(&mut out, self.above.len() as u64);
+        let mut previous = self.watermark;
+        for &seq in &self.above {
+            put_varint(&mut out, seq.saturating_sub(previous));
+            previous = seq;
+        }
+        out
+    }
+
+    pub fn decode(body: &[u8]) -> Result<Acks, FrameError> {
+        let mut r = Reader(body);
+        let watermark = r.u64()?;
+        let n = r.varint()?;
+        // Each entry takes at least a byte: a count beyond that is damage.
+        if n > r.0.len() as u64 {
+            return Err(FrameError::Malformed("ack count"));
+        }
+        let mut above = Vec::with_capacity(n as usize);
+        let mut previous = watermark;
+        for _ in 0..n {
+            previous = previous.saturating_add(r.varint()?);
+            above.push(previous);
+        }
+        Ok(Acks { watermark, above })
+    }
+}
+
+/// A dead letter as its file keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub seq: u64,
+    pub dead_ms: u64,
+    pub reason: String,
+    pub stored: Stored,
+}
+
+impl DeadLetter {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.stored.message.payload.len());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.dead_ms.to_be_bytes());
+        put_bytes(&mut out, self.reason.as_bytes());
+        // The time whole: no batch base here.
+        let mut message = Vec::new();
+        put_message(&mut message, &self.stored, 0);
+        // put_message wrote flags then a varint 0; replace the time.
+        let flags = message[0];
+        out.push(flags);
+        out.extend_from_slice(&self.stored.received_ms.to_be_bytes());
+        out.extend_from_slice(&message[2..]);
+        out
+    }
+
+    pub fn decode(body: &[u8]) -> Result<DeadLetter, FrameError> {
+        let mut r = Reader(body);
+        let seq = r.u64()?;
+        let dead_ms = r.u64()?;
+        let reason = String::from_utf8_lossy(r.bytes()?).into_owned();
+        let stored = read_message(&mut r, None)?;
+        Ok(DeadLetter {
+            seq,
+            dead_ms,
+            reason,
+            stored,
+        })
+    }
+}
+
+/// The body of a forget frame.
+pub fn forget_body(seqs: &[u64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + 8 * seqs.len());
+    put_varint(&mut out, seqs.len() as u64);
+    for seq in seqs {
+        out.extend_from_slice(&seq.to_be_bytes());
+    }
+    out
+}
+
+pub fn decode_forget(body: &[u8]) -> Result<Vec<u64>, FrameError> {
+    let mut r = Reader(body);
+    let n = r.varint()?;
+    if n > (r.0.len() / 8) as u64 {
+        return Err(FrameError::Malformed("forget count"));
+    }
+    (0..n).map(|_| r.u64()).collect()
+}
+
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FrameError> {
+        if self.0.len() < n {
+            return Err(FrameError::Truncated("field"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, FrameError> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, FrameError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_be_bytes(a))
+    }
+
+    fn varint(&mut self) -> Result<u64, FrameError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.u8()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(FrameError::Malformed("varint longer than 64 bits"))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], FrameError> {
+        let len = self.varint()?;
+        let len = usize::try_from(len).map_err(|_| FrameError::Malformed("length"))?;
+        self.take(len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(i: u64, recall: bool) -> Stored {
+        Stored {
+            message: Message {
+                topic: format!("site/gw/d{i}/t"),
+                payload: vec![i as u8; 32],
+                qos: if i % 2 == 0 {
+                    Qos::AtLeastOnce
+                } else {
+                    Qos::AtMostOnce
+                },
+                retain: i % 3 == 0,
+            },
+            received_ms: 1_700_000_000_000 + i * 7,
+            recall: if recall { vec![9; 20] } else { Vec::new() },
+        }
+    }
+
+    #[test]
+    fn a_batch_round_trips_with_its_sequence_numbers() {
+        let messages: Vec<Stored> = (0..5).map(|i| stored(i, i != 2)).collect();
+        let mut bytes = Vec::new();
+        frame(KIND_BATCH, &batch_body(100, &messages), &mut bytes);
+        let (kind, body, used) = open_frame(&bytes).expect("frame");
+        assert_eq!((kind, used), (KIND_BATCH, bytes.len()));
+        let batch = Batch::decode(body).expect("batch");
+        assert_eq!(
+            (batch.first_seq, batch.count, batch.end_seq()),
+            (100, 5, 105)
+        );
+        let back: Vec<(u64, Stored)> = batch.messages().map(|m| m.expect("message")).collect();
+        let expected: Vec<(u64, Stored)> = (100..).zip(messages).collect();
+        assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn a_typical_message_costs_its_topic_payload_and_recall_plus_five_bytes() {
+        let m = stored(7, true);
+        let alone = batch_body(0, std::slice::from_ref(&m)).len() - 20;
+        assert_eq!(alone, m.message.topic.len() + 32 + 20 + 5);
+    }
+
+    #[test]
+    fn any_flipped_bit_or_truncation_is_an_error() {
+        let mut bytes = Vec::new();
+        frame(KIND_BATCH, &batch_body(1, &[stored(1, true)]), &mut bytes);
+        for len in 0..bytes.len() {
+            assert!(open_frame(&bytes[..len]).is_err(), "len {len}");
+        }
+        for bit in 0..bytes.len() * 8 {
+            let mut damaged = bytes.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(open_frame(&damaged).is_err(), "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn acks_round_trip() {
+        let acks = Acks {
+            watermark: 1_000,
+            above: vec![1_002, 1_003, 5_000_000],
+        };
+        assert_eq!(Acks::decode(&acks.encode()), Ok(acks));
+        assert!(Acks::decode(
+            &[0; 8]
+                .iter()
+                .chain(&[200u8, 1])
+                .copied()
+                .collect::<Vec<_>>()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn a_dead_letter_round_trips_with_its_whole_time() {
+        let dead = DeadLetter {
+            seq: 42,
+            dead_ms: 1_800_000_000_000,
+            reason: "too large".into(),
+            stored: stored(4, true),
+        };
+        assert_eq!(DeadLetter::decode(&dead.encode()), Ok(dead));
+    }
+
+    #[test]
+    fn forget_round_trips_and_refuses_an_impossible_count() {
+        assert_eq!(decode_forget(&forget_body(&[3, 9])), Ok(vec![3, 9]));
+        assert!(decode_forget(&[0xff, 0xff, 0x03]).is_err());
+    }
+
+    #[test]
+    fn a_file_header_of_a_newer_format_is_refused() {
+        let mut header = file_header();
+        check_file_header(&header).expect("ours");
+        header[11] = 3;
+        assert_eq!(check_file_header(&header), Err(FrameError::NewerFormat(3)));
+        assert_eq!(
+            check_file_header(b"not ours at all!"),
+            Err(FrameError::BadMagic)
+        );
+    }
+
+    #[test]
+    fn properties_of_a_later_version_are_skipped() {
+        let mut body = batch_body(0, &[]);
+        body[16..20].copy_from_slice(&1u32.to_be_bytes());
+        // flags: QoS 1 + properties; time 0; topic "t"; payload "p"; properties.
+        body.extend_from_slice(&[
+            FLAG_QOS1 | FLAG_PROPERTIES,
+            0,
+            1,
+            b't',
+            1,
+            b'p',
+            3,
+            1,
+            1,
+            b'x',
+        ]);
+        let batch = Batch::decode(&body).expect("batch");
+        let (_, m) = batch.messages().next().expect("one").expect("decodes");
+        assert_eq!(
+            (m.message.topic.as_str(), &m.message.payload[..]),
+            ("t", &b"p"[..])
+        );
+    }
+}
