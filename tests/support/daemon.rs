@@ -31,6 +31,15 @@ use super::{
 /// The daemon binary Cargo built for these tests.
 pub const BINARY: &str = env!("CARGO_BIN_EXE_coap2mqtt");
 
+/// The binary [`Daemon::start`] runs: `COAP2MQTT_BINARY` when set (a long
+/// campaign runs a copy, so that a rebuild meanwhile cannot change the
+/// daemon under it), else [`BINARY`].
+pub fn binary() -> PathBuf {
+    std::env::var_os("COAP2MQTT_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(BINARY))
+}
+
 /// In a config string, stands for the daemon's own store directory.
 pub const STORE_PLACEHOLDER: &str = "@STORE@";
 
@@ -55,7 +64,7 @@ impl Daemon {
     /// the daemon; returns once it answers a CoAP ping, panics with its log
     /// otherwise.
     pub fn start(config_toml: &str) -> Daemon {
-        Daemon::start_with_binary(Path::new(BINARY), config_toml)
+        Daemon::start_with_binary(&binary(), config_toml)
     }
 
     /// [`start`](Self::start) with another executable taking the same
