@@ -128,6 +128,9 @@ printf '[Service]\nWatchdogSec=4\nTimeoutAbortSec=3\n' \
   >"$work/etc/systemd/system/coap2mqtt.service.d/boot-test.conf"
 cp "$deb" "$work/root/old.deb"
 cp "$newer" "$work/root/new.deb"
+# A queue written by coap2mqtt 0.1 (sled), for the upgrade from it.
+rm -rf "$work/root/queue-0.1"
+cp -r tests/fixtures/queue-0.1 "$work/root/queue-0.1"
 
 # --- boot -----------------------------------------------------------------
 say "booting with systemd-nspawn -b"
@@ -199,7 +202,7 @@ stop_broker() {
 # (duplicates are allowed: delivery is at-least-once).
 subscriber_pid=""
 subscribe() {
-  mosquitto_sub -h 127.0.0.1 -p "$MQTT" -c -i coap2mqtt-boot-test -q 1 -t 'site/#' -v \
+  mosquitto_sub -h 127.0.0.1 -p "$MQTT" -c -i coap2mqtt-boot-test -q 1 -t 'site/#' -t 'old/#' -v \
     >>"$log/received.txt" 2>>"$log/subscriber.log" &
   subscriber_pid=$!
 }
@@ -336,6 +339,18 @@ pass "upgraded to $version: conffile edit kept, 2 messages still queued"
 start_broker
 received "/boot/upgrade[12] u[12]$" 2 45 || fail "after the upgrade the broker got: $(cat "$log/received.txt")"
 pass "the queued messages reached the broker after the upgrade"
+
+# --- a queue of version 0.1 (sled) converted in place ---------------------------
+in_box systemctl stop coap2mqtt
+in_box rm -rf /var/lib/coap2mqtt/coap2mqtt-queue
+in_box cp -r /root/queue-0.1 /var/lib/coap2mqtt/coap2mqtt-queue
+in_box chown -R coap2mqtt:coap2mqtt /var/lib/coap2mqtt/coap2mqtt-queue
+in_box systemctl start coap2mqtt
+wait_active 40 || fail "not active on a 0.1 queue: $(in_box systemctl status coap2mqtt --no-pager 2>&1 | tail -5)"
+in_box journalctl --no-pager -u coap2mqtt | grep -q 'converted the coap2mqtt 0.1 store: 60 queued messages' ||
+  fail "the 0.1 queue was not converted: $(in_box journalctl --no-pager -u coap2mqtt | tail -5)"
+received "^old/d[012] v01-[0-9]+$" 60 45 || fail "after the conversion the broker got $(grep -c '^old/' "$log/received.txt") of 60"
+pass "a 0.1 queue (sled) converted in place: 60 messages delivered"
 
 # --- status for a person --------------------------------------------------------
 in_box coap2mqtt status >"$log/status.txt" 2>&1 || fail "coap2mqtt status: $(cat "$log/status.txt")"

@@ -4,9 +4,9 @@
 //!
 //! A Confirmable request is remembered for EXCHANGE_LIFETIME (247 s), first
 //! as pending (the store has not answered; a retransmission is ignored, the
-//! device will retransmit again) and then with the exact response bytes,
-//! which a retransmission gets back. A Non-confirmable request is remembered
-//! for NON_LIFETIME (145 s); its duplicates are dropped.
+//! device will retransmit again) and then with what was answered, which a
+//! retransmission gets again. A Non-confirmable request is remembered for
+//! NON_LIFETIME (145 s); its duplicates are dropped.
 //!
 //! Invariants:
 //! - At most `capacity` entries. When full, the oldest entry is evicted;
@@ -15,14 +15,25 @@
 //! - One peer holds at most a quarter of the table ([`PEER_SHARE`]): past
 //!   that, its own oldest entry makes room, so a flooding device degrades
 //!   deduplication for itself and not for everybody else.
-//! - Every operation is amortised O(1). Lifetimes are constant per kind, so
-//!   insertion order is expiry order: two FIFO queues (one per lifetime)
-//!   find what expired, and the oldest entry to evict, at their fronts.
-//!   Queue items whose entry went away by another path are skipped when met
-//!   and compacted away once they outnumber the live ones.
+//! - Every operation is O(1).
+//!
+//! Why it is laid out this way: the table is the largest thing the daemon
+//! keeps per request (65,536 entries by default), so an entry is compact.
+//! Entries live in a slab of fixed-size slots: the peer is interned (a
+//! 4-byte id; the address and identity are kept once per peer), the answer
+//! is kept as its code, token and one option, from which the exchange
+//! rebuilds the bytes, and the time as milliseconds since the table's
+//! first entry. Insertion order per lifetime (for expiry and eviction) and
+//! per peer (for its share) are doubly-linked lists through the slots, so
+//! nothing needs compacting. The index is a hash table of slot numbers
+//! (4 bytes a bucket), hashed by (peer id, Message ID). About 54 bytes an
+//! entry in all when peers have many entries; a peer with a single entry
+//! also pays for its interned address (docs/BENCHMARKS.md has both).
 
 use super::exchange::Peer;
-use std::collections::{HashMap, VecDeque};
+use super::wire::Token;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
 /// EXCHANGE_LIFETIME with the default transmission parameters (RFC 7252
@@ -32,6 +43,8 @@ pub const EXCHANGE_LIFETIME: Duration = Duration::from_secs(247);
 pub const NON_LIFETIME: Duration = Duration::from_secs(145);
 /// One peer may hold at most 1/PEER_SHARE of the table.
 pub const PEER_SHARE: usize = 4;
+
+const NONE: u32 = u32::MAX;
 
 /// A Message ID as seen from one peer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -63,35 +76,147 @@ impl Lifetime {
     }
 }
 
+/// The one option an answer may carry, for rebuilding it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyOption {
+    None,
+    MaxAge(u32),
+    Block1(u32),
+    Size1(u32),
+}
+
+/// What a Confirmable request was answered: enough to send the same bytes
+/// again (the Message ID is the request's). Code 0 is an empty ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u8,
+    pub token: Token,
+    pub option: ReplyOption,
+}
+
 /// What is remembered about one request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Remembered {
     /// Handed to the store, which has not answered yet.
     Pending,
-    /// Answered with these bytes; a retransmission gets them again.
-    Answered(Box<[u8]>),
+    /// Answered; a retransmission gets the same answer again.
+    Answered(Reply),
     /// Seen, nothing to repeat (Non-confirmable requests).
     Seen,
 }
 
-/// Identifies one insertion, so that a late answer or a stale queue item
-/// cannot touch a newer entry that reuses the same key.
+/// Identifies one insertion, so that a late answer cannot touch a newer
+/// entry that reuses the same key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stamp(u64);
 
-#[derive(Debug)]
-struct Entry {
-    remembered: Remembered,
-    since: Instant,
-    lifetime: Lifetime,
-    stamp: Stamp,
+/// One remembered request. 48 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    peer: u32,
+    /// Milliseconds since the table's epoch when it was remembered.
+    since_ms: u32,
+    /// The answer's option value.
+    option: u32,
+    /// Which insertion this is (low 32 bits of the table's counter).
+    stamp: u32,
+    message_id: u16,
+    /// State (2 bits), NON lifetime (1 bit), option kind (2 bits), token
+    /// length (4 bits).
+    flags: u16,
+    code: u8,
+    token: [u8; 8],
+    /// Neighbours in its lifetime's insertion order, and in its peer's.
+    order: Link,
+    peer_order: Link,
 }
 
-#[derive(Debug, Default)]
-struct PeerEntries {
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    prev: u32,
+    next: u32,
+}
+
+const UNLINKED: Link = Link {
+    prev: NONE,
+    next: NONE,
+};
+
+/// A doubly-linked list's ends.
+#[derive(Debug, Clone, Copy)]
+struct List {
+    head: u32,
+    tail: u32,
+}
+
+const EMPTY: List = List {
+    head: NONE,
+    tail: NONE,
+};
+
+const STATE_PENDING: u16 = 1;
+const STATE_SEEN: u16 = 2;
+const STATE_ANSWERED: u16 = 3;
+const NON_LIFETIME_FLAG: u16 = 1 << 2;
+
+impl Slot {
+    fn remembered(&self) -> Remembered {
+        match self.flags & 3 {
+            STATE_PENDING => Remembered::Pending,
+            STATE_ANSWERED => {
+                let len = usize::from((self.flags >> 5) & 0xf).min(8);
+                Remembered::Answered(Reply {
+                    code: self.code,
+                    token: Token::new(&self.token[..len]).unwrap_or_default(),
+                    option: match (self.flags >> 3) & 3 {
+                        1 => ReplyOption::MaxAge(self.option),
+                        2 => ReplyOption::Block1(self.option),
+                        3 => ReplyOption::Size1(self.option),
+                        _ => ReplyOption::None,
+                    },
+                })
+            }
+            _ => Remembered::Seen,
+        }
+    }
+
+    fn set(&mut self, remembered: Remembered) {
+        let lifetime = self.flags & NON_LIFETIME_FLAG;
+        self.flags = lifetime
+            | match remembered {
+                Remembered::Pending => STATE_PENDING,
+                Remembered::Seen => STATE_SEEN,
+                Remembered::Answered(reply) => {
+                    let (kind, value) = match reply.option {
+                        ReplyOption::None => (0, 0),
+                        ReplyOption::MaxAge(v) => (1, v),
+                        ReplyOption::Block1(v) => (2, v),
+                        ReplyOption::Size1(v) => (3, v),
+                    };
+                    let token = reply.token.as_bytes();
+                    self.token = [0; 8];
+                    self.token[..token.len()].copy_from_slice(token);
+                    self.code = reply.code;
+                    self.option = value;
+                    STATE_ANSWERED | (kind << 3) | ((token.len() as u16) << 5)
+                }
+            };
+    }
+
+    fn lifetime(&self) -> Lifetime {
+        match self.flags & NON_LIFETIME_FLAG != 0 {
+            true => Lifetime::NonConfirmable,
+            false => Lifetime::Confirmable,
+        }
+    }
+}
+
+/// A peer, interned: its address and identity kept once.
+#[derive(Debug)]
+struct PeerSlot {
+    peer: Option<Peer>,
     live: usize,
-    /// This peer's insertions, oldest first; may hold stale items.
-    order: VecDeque<(u16, Stamp)>,
+    order: List,
 }
 
 /// The deduplication table of one listening socket.
@@ -99,12 +224,24 @@ struct PeerEntries {
 pub struct DedupTable {
     capacity: usize,
     peer_share: usize,
-    entries: HashMap<DedupKey, Entry>,
-    /// Insertion order per lifetime; may hold stale items.
-    order: [VecDeque<(DedupKey, Stamp)>; 2],
-    live: [usize; 2],
-    peers: HashMap<Peer, PeerEntries>,
-    next_stamp: u64,
+    slots: Vec<Slot>,
+    /// Free slots, chained through `order.next`.
+    free: u32,
+    /// Slot numbers, hashed by (peer id, Message ID).
+    index: hashbrown::HashTable<u32>,
+    hasher: std::collections::hash_map::RandomState,
+    peers: Vec<PeerSlot>,
+    peer_ids: HashMap<Peer, u32>,
+    free_peers: Vec<u32>,
+    /// Insertion order per lifetime.
+    orders: [List; 2],
+    len: usize,
+    counter: u64,
+    /// The time entries' `since_ms` count from: the first `now` seen.
+    epoch: Option<Instant>,
+    /// When the table was last purged (wrapping milliseconds are safe only
+    /// while no entry outlives the longest lifetime unpurged).
+    last_purge: Option<Instant>,
     /// Entries evicted because the table was full.
     pub evicted: u64,
     /// Entries evicted because their peer held its whole share.
@@ -118,47 +255,61 @@ impl DedupTable {
         DedupTable {
             capacity,
             peer_share: (capacity / PEER_SHARE).max(1),
-            entries: HashMap::new(),
-            order: [VecDeque::new(), VecDeque::new()],
-            live: [0, 0],
-            peers: HashMap::new(),
-            next_stamp: 0,
+            slots: Vec::new(),
+            free: NONE,
+            index: hashbrown::HashTable::new(),
+            hasher: Default::default(),
+            peers: Vec::new(),
+            peer_ids: HashMap::new(),
+            free_peers: Vec::new(),
+            orders: [EMPTY; 2],
+            len: 0,
+            counter: 0,
+            epoch: None,
+            last_purge: None,
             evicted: 0,
             evicted_peer_share: 0,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 
     /// Forgets every entry whose lifetime has passed (an entry lives during
-    /// `[since, since + lifetime)`). Call before [`DedupTable::lookup`].
+    /// `[since, since + lifetime)`, to the millisecond). Call before
+    /// [`DedupTable::lookup`].
     pub fn purge(&mut self, now: Instant) {
+        let idle = self
+            .last_purge
+            .is_some_and(|last| now.saturating_duration_since(last) >= EXCHANGE_LIFETIME);
+        self.last_purge = Some(now);
+        if idle {
+            // Everything expired while nobody looked (and milliseconds since
+            // the epoch may have wrapped): start afresh.
+            self.clear();
+            return;
+        }
+        let now_ms = self.millis(now);
         for lifetime in [Lifetime::Confirmable, Lifetime::NonConfirmable] {
-            while let Some((key, stamp)) = self.order[lifetime.index()].front() {
-                let expired = match self.entries.get(key) {
-                    Some(entry) if entry.stamp == *stamp => {
-                        now.saturating_duration_since(entry.since) >= lifetime.duration()
-                    }
-                    _ => true, // stale item: its entry went another way
-                };
-                if !expired {
+            let lifetime_ms = lifetime.duration().as_millis() as u32;
+            while let Some(slot) = Some(self.orders[lifetime.index()].head).filter(|s| *s != NONE) {
+                let age = now_ms.wrapping_sub(self.slots[slot as usize].since_ms);
+                if age < lifetime_ms {
                     break;
                 }
-                if let Some((key, stamp)) = self.order[lifetime.index()].pop_front() {
-                    self.forget(&key, stamp);
-                }
+                self.remove(slot);
             }
         }
     }
 
-    pub fn lookup(&self, key: &DedupKey) -> Option<&Remembered> {
-        self.entries.get(key).map(|entry| &entry.remembered)
+    pub fn lookup(&self, key: &DedupKey) -> Option<Remembered> {
+        let slot = self.find(key)?;
+        Some(self.slots[slot as usize].remembered())
     }
 
     /// Remembers a request that [`DedupTable::lookup`] did not find.
@@ -169,134 +320,249 @@ impl DedupTable {
         lifetime: Lifetime,
         now: Instant,
     ) -> Stamp {
-        let stamp = Stamp(self.next_stamp);
-        self.next_stamp += 1;
-        if let Some(old) = self.entries.get(&key) {
+        if let Some(old) = self.find(&key) {
             // Not expected (callers look up first); the new one wins.
-            let old_stamp = old.stamp;
-            self.forget(&key, old_stamp);
+            self.remove(old);
         }
-        if self.peers.get(&key.peer).map_or(0, |p| p.live) >= self.peer_share {
-            self.evict_oldest_of(&key.peer);
+        // Evictions first: one may free this very peer's interned slot.
+        if let Some(&known) = self.peer_ids.get(&key.peer) {
+            if self.peers[known as usize].live >= self.peer_share {
+                let oldest = self.peers[known as usize].order.head;
+                if oldest != NONE {
+                    self.remove(oldest);
+                    self.evicted_peer_share += 1;
+                }
+            }
         }
-        if self.entries.len() >= self.capacity {
+        if self.len >= self.capacity {
             self.evict_oldest();
         }
-        let index = lifetime.index();
-        self.order[index].push_back((key.clone(), stamp));
-        self.live[index] += 1;
-        let peer = self.peers.entry(key.peer.clone()).or_default();
-        peer.live += 1;
-        peer.order.push_back((key.message_id, stamp));
-        self.entries.insert(
-            key.clone(),
-            Entry {
-                remembered,
-                since: now,
-                lifetime,
-                stamp,
+        let peer = self.intern(key.peer);
+        self.counter += 1;
+        let stamp = Stamp(self.counter);
+        let since_ms = self.millis(now);
+        let mut slot = Slot {
+            peer,
+            since_ms,
+            option: 0,
+            stamp: self.counter as u32,
+            message_id: key.message_id,
+            flags: match lifetime {
+                Lifetime::Confirmable => 0,
+                Lifetime::NonConfirmable => NON_LIFETIME_FLAG,
             },
-        );
-        self.compact_peer(&key.peer);
-        self.compact(index);
+            code: 0,
+            token: [0; 8],
+            order: UNLINKED,
+            peer_order: UNLINKED,
+        };
+        slot.set(remembered);
+        let index = self.allocate(slot);
+        self.link_order(lifetime.index(), index);
+        self.link_peer(peer, index);
+        let hash = self.hash(peer, key.message_id);
+        let slots = &self.slots;
+        let hasher = &self.hasher;
+        self.index.insert_unique(hash, index, |&s| {
+            let s = &slots[s as usize];
+            hash_of(hasher, s.peer, s.message_id)
+        });
+        self.peers[peer as usize].live += 1;
+        self.len += 1;
         stamp
     }
 
     /// Records the answer to a pending request, if its entry is still the
     /// one `stamp` names (it may have expired or been evicted meanwhile).
     pub fn answer(&mut self, key: &DedupKey, stamp: Stamp, remembered: Remembered) {
-        if let Some(entry) = self.entries.get_mut(key) {
-            if entry.stamp == stamp {
-                entry.remembered = remembered;
+        if let Some(slot) = self.find(key) {
+            let slot = &mut self.slots[slot as usize];
+            if slot.stamp == stamp.0 as u32 {
+                slot.set(remembered);
             }
         }
     }
 
-    /// Removes the entry `key` if it is the insertion `stamp`.
-    fn forget(&mut self, key: &DedupKey, stamp: Stamp) {
-        let Some(entry) = self.entries.get(key) else {
-            return;
-        };
-        if entry.stamp != stamp {
-            return;
+    /// Heap bytes the table holds now (for the benchmark's figure).
+    pub fn heap_bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
+            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+            + self.peers.capacity() * std::mem::size_of::<PeerSlot>()
+            + self.peer_ids.capacity() * (std::mem::size_of::<(Peer, u32)>() + 1)
+            + self.free_peers.capacity() * 4
+    }
+
+    fn millis(&mut self, now: Instant) -> u32 {
+        let epoch = *self.epoch.get_or_insert(now);
+        now.saturating_duration_since(epoch).as_millis() as u32
+    }
+
+    fn hash(&self, peer: u32, message_id: u16) -> u64 {
+        hash_of(&self.hasher, peer, message_id)
+    }
+
+    fn find(&self, key: &DedupKey) -> Option<u32> {
+        let peer = *self.peer_ids.get(&key.peer)?;
+        let hash = self.hash(peer, key.message_id);
+        self.index
+            .find(hash, |&s| {
+                let s = &self.slots[s as usize];
+                s.peer == peer && s.message_id == key.message_id
+            })
+            .copied()
+    }
+
+    fn intern(&mut self, peer: Peer) -> u32 {
+        if let Some(&id) = self.peer_ids.get(&peer) {
+            return id;
         }
-        let lifetime = entry.lifetime;
-        self.entries.remove(key);
-        self.live[lifetime.index()] -= 1;
-        if let Some(peer) = self.peers.get_mut(&key.peer) {
-            peer.live -= 1;
-            if peer.live == 0 {
-                self.peers.remove(&key.peer);
+        let slot = PeerSlot {
+            peer: Some(peer.clone()),
+            live: 0,
+            order: EMPTY,
+        };
+        let id = match self.free_peers.pop() {
+            Some(id) => {
+                self.peers[id as usize] = slot;
+                id
             }
+            None => {
+                self.peers.push(slot);
+                (self.peers.len() - 1) as u32
+            }
+        };
+        self.peer_ids.insert(peer, id);
+        id
+    }
+
+    fn allocate(&mut self, slot: Slot) -> u32 {
+        if self.free != NONE {
+            let index = self.free;
+            self.free = self.slots[index as usize].order.next;
+            self.slots[index as usize] = slot;
+            index
+        } else {
+            self.slots.push(slot);
+            (self.slots.len() - 1) as u32
         }
     }
 
     fn evict_oldest(&mut self) {
-        for queue in &mut self.order {
-            while let Some((key, stamp)) = queue.front() {
-                if self.entries.get(key).is_some_and(|e| e.stamp == *stamp) {
-                    break;
+        let heads = self.orders.map(|o| o.head);
+        let oldest = match heads {
+            [NONE, NONE] => return,
+            [con, NONE] => con,
+            [NONE, non] => non,
+            // Both lists are in insertion order: the smaller stamp (in the
+            // counter's recent window) is older.
+            [con, non] => {
+                let (a, b) = (
+                    self.slots[con as usize].stamp,
+                    self.slots[non as usize].stamp,
+                );
+                if (b.wrapping_sub(a) as i32) < 0 {
+                    non
+                } else {
+                    con
                 }
-                queue.pop_front();
             }
-        }
-        let front_stamp = |queue: &VecDeque<(DedupKey, Stamp)>| queue.front().map(|(_, s)| s.0);
-        let oldest = match (front_stamp(&self.order[0]), front_stamp(&self.order[1])) {
-            (Some(con), Some(non)) => usize::from(non < con),
-            (Some(_), None) => 0,
-            (None, Some(_)) => 1,
-            (None, None) => return,
         };
-        if let Some((key, stamp)) = self.order[oldest].pop_front() {
-            self.forget(&key, stamp);
-            self.evicted += 1;
-        }
+        self.remove(oldest);
+        self.evicted += 1;
     }
 
-    fn evict_oldest_of(&mut self, peer: &Peer) {
-        while let Some((message_id, stamp)) =
-            self.peers.get_mut(peer).and_then(|p| p.order.pop_front())
-        {
-            let key = DedupKey {
-                peer: peer.clone(),
-                message_id,
-            };
-            if self.entries.get(&key).is_some_and(|e| e.stamp == stamp) {
-                self.forget(&key, stamp);
-                self.evicted_peer_share += 1;
-                return;
+    /// Takes a slot out of the index and both lists, frees it and, with
+    /// its last entry, its peer.
+    fn remove(&mut self, index: u32) {
+        let slot = self.slots[index as usize];
+        let hash = self.hash(slot.peer, slot.message_id);
+        if let Ok(entry) = self.index.find_entry(hash, |&s| s == index) {
+            entry.remove();
+        }
+        self.unlink_order(slot.lifetime().index(), index);
+        self.unlink_peer(slot.peer, index);
+        self.slots[index as usize].order = Link {
+            prev: NONE,
+            next: self.free,
+        };
+        self.slots[index as usize].flags = 0;
+        self.free = index;
+        self.len -= 1;
+        let peer = &mut self.peers[slot.peer as usize];
+        peer.live -= 1;
+        if peer.live == 0 {
+            if let Some(gone) = peer.peer.take() {
+                self.peer_ids.remove(&gone);
             }
+            self.free_peers.push(slot.peer);
         }
     }
 
-    /// Drops stale items from a peer's queue once they outnumber the live ones.
-    fn compact_peer(&mut self, owner: &Peer) {
-        let Some(peer) = self.peers.get_mut(owner) else {
-            return;
+    fn clear(&mut self) {
+        self.slots.clear();
+        self.free = NONE;
+        self.index.clear();
+        self.peers.clear();
+        self.peer_ids.clear();
+        self.free_peers.clear();
+        self.orders = [EMPTY; 2];
+        self.len = 0;
+        self.epoch = None;
+    }
+
+    fn link_order(&mut self, list: usize, index: u32) {
+        let tail = self.orders[list].tail;
+        self.slots[index as usize].order = Link {
+            prev: tail,
+            next: NONE,
         };
-        if peer.order.len() <= 2 * peer.live + 8 {
-            return;
+        match tail {
+            NONE => self.orders[list].head = index,
+            t => self.slots[t as usize].order.next = index,
         }
-        let entries = &self.entries;
-        peer.order.retain(|(message_id, stamp)| {
-            let key = DedupKey {
-                peer: owner.clone(),
-                message_id: *message_id,
-            };
-            entries.get(&key).is_some_and(|e| e.stamp == *stamp)
-        });
+        self.orders[list].tail = index;
     }
 
-    /// Drops stale items from a lifetime queue once they outnumber the live
-    /// ones; each compaction pays for at least as many removals as it scans.
-    fn compact(&mut self, index: usize) {
-        if self.order[index].len() <= 2 * self.live[index] + 16 {
-            return;
+    fn unlink_order(&mut self, list: usize, index: u32) {
+        let Link { prev, next } = self.slots[index as usize].order;
+        match prev {
+            NONE => self.orders[list].head = next,
+            p => self.slots[p as usize].order.next = next,
         }
-        let entries = &self.entries;
-        self.order[index]
-            .retain(|(key, stamp)| entries.get(key).is_some_and(|e| e.stamp == *stamp));
+        match next {
+            NONE => self.orders[list].tail = prev,
+            n => self.slots[n as usize].order.prev = prev,
+        }
     }
+
+    fn link_peer(&mut self, peer: u32, index: u32) {
+        let tail = self.peers[peer as usize].order.tail;
+        self.slots[index as usize].peer_order = Link {
+            prev: tail,
+            next: NONE,
+        };
+        match tail {
+            NONE => self.peers[peer as usize].order.head = index,
+            t => self.slots[t as usize].peer_order.next = index,
+        }
+        self.peers[peer as usize].order.tail = index;
+    }
+
+    fn unlink_peer(&mut self, peer: u32, index: u32) {
+        let Link { prev, next } = self.slots[index as usize].peer_order;
+        match prev {
+            NONE => self.peers[peer as usize].order.head = next,
+            p => self.slots[p as usize].peer_order.next = next,
+        }
+        match next {
+            NONE => self.peers[peer as usize].order.tail = prev,
+            n => self.slots[n as usize].peer_order.prev = prev,
+        }
+    }
+}
+
+fn hash_of(hasher: &impl BuildHasher, peer: u32, message_id: u16) -> u64 {
+    hasher.hash_one((peer, message_id))
 }
 
 #[cfg(test)]
@@ -389,12 +655,54 @@ mod tests {
         let later = start + EXCHANGE_LIFETIME;
         table.purge(later);
         table.remember(key(1, 1), Remembered::Pending, Lifetime::Confirmable, later);
-        table.answer(&key(1, 1), old, Remembered::Answered(Box::new([1])));
-        assert_eq!(table.lookup(&key(1, 1)), Some(&Remembered::Pending));
+        let reply = Reply {
+            code: 0x44,
+            token: Token::default(),
+            option: ReplyOption::None,
+        };
+        table.answer(&key(1, 1), old, Remembered::Answered(reply));
+        assert_eq!(table.lookup(&key(1, 1)), Some(Remembered::Pending));
     }
 
     #[test]
-    fn queues_stay_bounded_under_churn() {
+    fn an_answer_comes_back_with_its_token_and_option() {
+        let mut table = DedupTable::new(8);
+        let now = Instant::now();
+        let stamp = table.remember(key(1, 1), Remembered::Pending, Lifetime::Confirmable, now);
+        for option in [
+            ReplyOption::None,
+            ReplyOption::MaxAge(30),
+            ReplyOption::Block1(0x1e),
+            ReplyOption::Size1(65_536),
+        ] {
+            let reply = Reply {
+                code: 0xa3,
+                token: Token::new(&[1, 2, 3, 4, 5, 6, 7, 8]).expect("token"),
+                option,
+            };
+            table.answer(&key(1, 1), stamp, Remembered::Answered(reply));
+            assert_eq!(table.lookup(&key(1, 1)), Some(Remembered::Answered(reply)));
+        }
+    }
+
+    #[test]
+    fn a_long_silence_forgets_everything_without_trusting_wrapped_times() {
+        let mut table = DedupTable::new(8);
+        let start = Instant::now();
+        seen(&mut table, key(1, 1), Lifetime::Confirmable, start);
+        table.purge(start + Duration::from_secs(60 * 86_400));
+        assert!(table.is_empty());
+        seen(
+            &mut table,
+            key(1, 1),
+            Lifetime::Confirmable,
+            start + Duration::from_secs(60 * 86_400),
+        );
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn the_table_stays_bounded_under_churn_and_reuses_its_slots() {
         let mut table = DedupTable::new(64);
         let start = Instant::now();
         for i in 0..100_000u32 {
@@ -412,10 +720,27 @@ mod tests {
             }
         }
         assert!(table.len() <= 64);
-        let queued: usize = table.order.iter().map(VecDeque::len).sum();
-        assert!(queued <= 2 * 64 + 32, "{queued} queue items");
-        for peer in table.peers.values() {
-            assert!(peer.order.len() <= 2 * peer.live + 8);
-        }
+        assert!(table.slots.len() <= 64, "{} slots", table.slots.len());
+        assert!(table.peers.len() <= 64, "{} peers", table.peers.len());
+    }
+
+    #[test]
+    fn evicting_a_peers_only_entry_to_make_room_for_its_next_keeps_the_peer_known() {
+        let mut table = DedupTable::new(2);
+        let now = Instant::now();
+        seen(&mut table, key(1, 1), Lifetime::Confirmable, now);
+        seen(&mut table, key(2, 1), Lifetime::Confirmable, now);
+        // Full: peer 1's only entry is the oldest and goes.
+        seen(&mut table, key(1, 2), Lifetime::Confirmable, now);
+        assert!(table.lookup(&key(1, 2)).is_some());
+        assert!(table.lookup(&key(1, 1)).is_none());
+        seen(&mut table, key(3, 1), Lifetime::Confirmable, now);
+        assert!(table.lookup(&key(2, 1)).is_none(), "the oldest went");
+        assert!(table.lookup(&key(1, 2)).is_some() && table.lookup(&key(3, 1)).is_some());
+    }
+
+    #[test]
+    fn a_slot_is_48_bytes() {
+        assert_eq!(std::mem::size_of::<Slot>(), 48);
     }
 }

@@ -24,7 +24,7 @@
 
 use super::block::{Assemblies, AssemblyKey, BlockOption, BlockProgress};
 pub use super::counters::ExchangeCounters;
-use super::dedup::{DedupKey, DedupTable, Lifetime, Remembered, Stamp};
+use super::dedup::{DedupKey, DedupTable, Lifetime, Remembered, Reply, ReplyOption, Stamp};
 use super::recall::Recall;
 use super::request::{self, NoResponse, RequestOptions};
 use super::wire::{
@@ -288,9 +288,6 @@ impl Exchange {
                     ..ResponseOptions::default()
                 },
             };
-            // Only a Confirmable's bytes are repeated; a NON's answer (with
-            // its own Message ID) is never sent again.
-            let bytes = encode_answer(&origin, answer, 0);
             let key = DedupKey {
                 peer: recall.peer,
                 message_id: recall.message_id,
@@ -300,7 +297,7 @@ impl Exchange {
             // needed, which is harmless.
             let since = now.checked_sub(age).unwrap_or(now);
             self.dedup
-                .remember(key, remembered(&origin, bytes.as_deref()), lifetime, since);
+                .remember(key, remembered(&origin, answer), lifetime, since);
             remembered_now += 1;
         }
         self.sync_table_counters();
@@ -364,11 +361,8 @@ impl Exchange {
             peer: ticket.peer,
             message_id: ticket.origin.message_id,
         };
-        self.dedup.answer(
-            &key,
-            ticket.stamp,
-            remembered(&ticket.origin, bytes.as_deref()),
-        );
+        self.dedup
+            .answer(&key, ticket.stamp, remembered(&ticket.origin, answer));
         self.sync_table_counters();
         bytes
     }
@@ -442,10 +436,9 @@ impl Exchange {
         };
         if let Some(remembered) = self.dedup.lookup(&key) {
             return match (confirmable, remembered) {
-                (true, Remembered::Answered(bytes)) => {
-                    let bytes = bytes.to_vec();
+                (true, Remembered::Answered(reply)) => {
                     self.counters.duplicates_answered += 1;
-                    Step::Reply(bytes)
+                    Step::Reply(replay(message.header.message_id, reply))
                 }
                 (true, Remembered::Pending) => {
                     self.counters.duplicates_pending += 1;
@@ -485,7 +478,7 @@ impl Exchange {
             Decision::Answer(answer) => {
                 let bytes = self.address(&origin, answer);
                 self.dedup
-                    .remember(key, remembered(&origin, bytes.as_deref()), lifetime, now);
+                    .remember(key, remembered(&origin, answer), lifetime, now);
                 match bytes {
                     Some(bytes) => Step::Reply(bytes),
                     None => Step::Ignore(Ignored::ResponseSuppressed),
@@ -729,11 +722,51 @@ fn encode_answer(origin: &Origin, answer: Answer, non_message_id: u16) -> Option
     Some(response.encode())
 }
 
-/// What deduplication keeps of an answered request: the bytes for a
-/// Confirmable (a retransmission gets them again), the fact for the rest.
-fn remembered(origin: &Origin, bytes: Option<&[u8]>) -> Remembered {
-    match bytes {
-        Some(bytes) if origin.confirmable => Remembered::Answered(bytes.into()),
-        _ => Remembered::Seen,
+/// What deduplication keeps of an answered request: for a Confirmable,
+/// what it was answered (a retransmission gets the same bytes, rebuilt by
+/// [`replay`]); for the rest, the fact. An answer with more than one option
+/// cannot be kept compactly (none of ours has more); it is kept as seen.
+fn remembered(origin: &Origin, answer: Answer) -> Remembered {
+    if !origin.confirmable {
+        return Remembered::Seen;
     }
+    let o = answer.options;
+    let option = match (o.max_age, o.block1, o.size1) {
+        (None, None, None) => ReplyOption::None,
+        (Some(v), None, None) => ReplyOption::MaxAge(v),
+        (None, Some(v), None) => ReplyOption::Block1(v),
+        (None, None, Some(v)) => ReplyOption::Size1(v),
+        _ => return Remembered::Seen,
+    };
+    let code = match origin.no_response.suppresses(answer.code) {
+        true => 0,
+        false => answer.code.byte(),
+    };
+    Remembered::Answered(Reply {
+        code,
+        token: origin.token,
+        option,
+    })
+}
+
+/// The bytes a Confirmable request with `message_id` was answered with.
+fn replay(message_id: u16, reply: Reply) -> Vec<u8> {
+    if reply.code == 0 {
+        return wire::empty_message(MessageType::Acknowledgement, message_id);
+    }
+    let mut options = ResponseOptions::default();
+    match reply.option {
+        ReplyOption::None => {}
+        ReplyOption::MaxAge(v) => options.max_age = Some(v),
+        ReplyOption::Block1(v) => options.block1 = Some(v),
+        ReplyOption::Size1(v) => options.size1 = Some(v),
+    }
+    Response {
+        message_type: MessageType::Acknowledgement,
+        code: Code::from_byte(reply.code),
+        message_id,
+        token: reply.token,
+        options,
+    }
+    .encode()
 }
