@@ -32,7 +32,6 @@
 
 use super::exchange::Peer;
 use super::wire::Token;
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
@@ -231,7 +230,8 @@ pub struct DedupTable {
     index: hashbrown::HashTable<u32>,
     hasher: std::collections::hash_map::RandomState,
     peers: Vec<PeerSlot>,
-    peer_ids: HashMap<Peer, u32>,
+    /// Peer ids, hashed by the peer they stand for.
+    peer_ids: hashbrown::HashTable<u32>,
     free_peers: Vec<u32>,
     /// Insertion order per lifetime.
     orders: [List; 2],
@@ -260,7 +260,7 @@ impl DedupTable {
             index: hashbrown::HashTable::new(),
             hasher: Default::default(),
             peers: Vec::new(),
-            peer_ids: HashMap::new(),
+            peer_ids: hashbrown::HashTable::new(),
             free_peers: Vec::new(),
             orders: [EMPTY; 2],
             len: 0,
@@ -325,7 +325,7 @@ impl DedupTable {
             self.remove(old);
         }
         // Evictions first: one may free this very peer's interned slot.
-        if let Some(&known) = self.peer_ids.get(&key.peer) {
+        if let Some(known) = self.peer_id(&key.peer) {
             if self.peers[known as usize].live >= self.peer_share {
                 let oldest = self.peers[known as usize].order.head;
                 if oldest != NONE {
@@ -388,7 +388,7 @@ impl DedupTable {
         self.slots.capacity() * std::mem::size_of::<Slot>()
             + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
             + self.peers.capacity() * std::mem::size_of::<PeerSlot>()
-            + self.peer_ids.capacity() * (std::mem::size_of::<(Peer, u32)>() + 1)
+            + self.peer_ids.capacity() * (std::mem::size_of::<u32>() + 1)
             + self.free_peers.capacity() * 4
     }
 
@@ -401,8 +401,17 @@ impl DedupTable {
         hash_of(&self.hasher, peer, message_id)
     }
 
+    fn peer_id(&self, peer: &Peer) -> Option<u32> {
+        let hash = self.hasher.hash_one(peer);
+        self.peer_ids
+            .find(hash, |&id| {
+                self.peers[id as usize].peer.as_ref() == Some(peer)
+            })
+            .copied()
+    }
+
     fn find(&self, key: &DedupKey) -> Option<u32> {
-        let peer = *self.peer_ids.get(&key.peer)?;
+        let peer = self.peer_id(&key.peer)?;
         let hash = self.hash(peer, key.message_id);
         self.index
             .find(hash, |&s| {
@@ -413,11 +422,12 @@ impl DedupTable {
     }
 
     fn intern(&mut self, peer: Peer) -> u32 {
-        if let Some(&id) = self.peer_ids.get(&peer) {
+        if let Some(id) = self.peer_id(&peer) {
             return id;
         }
+        let hash = self.hasher.hash_one(&peer);
         let slot = PeerSlot {
-            peer: Some(peer.clone()),
+            peer: Some(peer),
             live: 0,
             order: EMPTY,
         };
@@ -431,7 +441,13 @@ impl DedupTable {
                 (self.peers.len() - 1) as u32
             }
         };
-        self.peer_ids.insert(peer, id);
+        let (peers, hasher) = (&self.peers, &self.hasher);
+        self.peer_ids.insert_unique(hash, id, |&i| {
+            peers[i as usize]
+                .peer
+                .as_ref()
+                .map_or(0, |p| hasher.hash_one(p))
+        });
         id
     }
 
@@ -492,7 +508,10 @@ impl DedupTable {
         peer.live -= 1;
         if peer.live == 0 {
             if let Some(gone) = peer.peer.take() {
-                self.peer_ids.remove(&gone);
+                let hash = self.hasher.hash_one(&gone);
+                if let Ok(entry) = self.peer_ids.find_entry(hash, |&id| id == slot.peer) {
+                    entry.remove();
+                }
             }
             self.free_peers.push(slot.peer);
         }

@@ -39,8 +39,9 @@ use std::time::{Duration, Instant};
 /// Limits of one exchange; see each field.
 ///
 /// Worst-case memory follows from them: `block_capacity * max_payload` for
-/// uploads under way (16 MiB by default) and about 250 bytes per
-/// deduplication entry (about 16 MiB at the default 65,536).
+/// uploads under way (16 MiB by default) and, measured, 58 bytes per
+/// deduplication entry when peers have many entries, 132 when each has one
+/// (3.8 MB and 8.7 MB at the default 65,536).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExchangeConfig {
     /// The largest request body accepted, after Block1 reassembly (4.13 past it).

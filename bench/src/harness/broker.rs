@@ -77,6 +77,10 @@ impl Broker {
         anyhow::bail!("mosquitto did not accept TCP on {addr} within 15 s")
     }
 
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGTERM (mosquitto saves its persistence file) and wait.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -6,6 +6,7 @@ pub mod broker;
 pub mod ceiling;
 pub mod daemon;
 pub mod machine;
+pub mod procfs;
 pub mod subscriber;
 
 use std::net::{TcpListener, UdpSocket};
