@@ -22,6 +22,11 @@ pub struct Results {
     pub memory: Memory,
     pub queued: Option<Queued>,
     pub dtls: Option<DtlsPhase>,
+    pub durability: Option<DurabilityCost>,
+    pub dedup: Option<DedupFootprint>,
+    /// The main daemon's commit latency over the throughput runs (its own
+    /// histogram): p50, p99 as bucket bounds in µs.
+    pub commit_latency_us: Option<(u64, u64)>,
     /// Figures the instrument cannot measure yet, and why.
     pub not_measured: Vec<(String, String)>,
     /// Warnings and errors the daemon logged during the run.
@@ -79,6 +84,19 @@ pub struct E2eRun {
     pub rcvbuf_errors: u64,
     /// 2.04s per second at the device.
     pub coap_rate: f64,
+    /// CPU time (user + system) of the daemon and of the broker during the
+    /// run, and bytes the daemon wrote to disk (/proc/PID/stat, /proc/PID/io).
+    pub daemon_cpu_us: u64,
+    pub broker_cpu_us: u64,
+    pub daemon_write_bytes: u64,
+}
+
+impl E2eRun {
+    /// CPU µs per delivered message: (daemon, broker).
+    pub fn cpu_per_message(&self) -> (f64, f64) {
+        let n = self.delivered.max(1) as f64;
+        (self.daemon_cpu_us as f64 / n, self.broker_cpu_us as f64 / n)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -128,6 +146,9 @@ pub struct Drain {
     /// First to last delivery.
     pub drain_seconds: f64,
     pub drain_rate: f64,
+    /// Bytes the daemon wrote to disk per message while draining.
+    pub write_bytes_per_message: f64,
+    pub cpu_us_per_message: f64,
     /// Broker accepting TCP to last delivery (includes reconnect backoff).
     pub time_to_empty_s: f64,
     pub disk_full_bytes: u64,
@@ -158,6 +179,34 @@ pub struct Queued {
     pub disk_bytes: u64,
     pub disk_apparent_bytes: u64,
     pub bytes_per_message: f64,
+    /// (messages queued, daemon RSS) sampled while filling.
+    pub rss_by_depth: Vec<(u64, u64)>,
+    /// Bytes the daemon wrote to disk per message while filling.
+    pub write_bytes_per_message: f64,
+    pub cpu_us_per_message: f64,
+}
+
+/// What durability costs: the same CON load against a daemon whose
+/// fsync/fdatasync are no-ops (an LD_PRELOAD shim), alternating with the
+/// real one; never a way to run the daemon, only a measurement.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DurabilityCost {
+    pub devices: usize,
+    pub with_fsync: Vec<E2eRun>,
+    pub without_fsync: Vec<E2eRun>,
+    pub median_with: f64,
+    pub median_without: f64,
+    /// The daemon's commit latency (its own histogram) with fsync: p50, p99 (µs, bucket bounds).
+    pub commit_p50_us: u64,
+    pub commit_p99_us: u64,
+}
+
+/// The deduplication table's heap per entry (bench/src/bin/dedup-footprint.rs).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DedupFootprint {
+    pub entries: u64,
+    pub bytes_per_entry_64_peers: f64,
+    pub bytes_per_entry_one_per_peer: f64,
 }
 
 impl ThroughputPoint {

@@ -10,9 +10,11 @@ use clap::Parser;
 use coap2mqtt_bench::harness::broker::Broker;
 use coap2mqtt_bench::harness::ceiling::{self, Echo};
 use coap2mqtt_bench::harness::daemon::{
-    disk_usage, rss_bytes, Daemon, DaemonConfig, DtlsListener, RssSampler,
+    disk_usage, histogram_quantiles, metrics, rss_bytes, Daemon, DaemonConfig, DtlsListener,
+    RssSampler,
 };
 use coap2mqtt_bench::harness::machine::{udp_rcvbuf_errors, Machine};
+use coap2mqtt_bench::harness::procfs::Mark;
 use coap2mqtt_bench::harness::subscriber::Subscriber;
 use coap2mqtt_bench::harness::{free_tcp_port, free_udp_port};
 use coap2mqtt_bench::load::{unix_us, LoadReport};
@@ -46,7 +48,7 @@ struct Cli {
     #[arg(long)]
     no_docs: bool,
     /// Payload bytes per message.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 32)]
     payload: usize,
     /// mqtt.inflight of the daemon, and the bare publisher's window.
     #[arg(long, default_value_t = 64)]
@@ -91,7 +93,7 @@ fn main() -> anyhow::Result<()> {
     let (duration, repeats, drain, queued, lat_dur) = if cli.quick {
         (2.0, 1, 30_000, 60_000, 3.0)
     } else {
-        (10.0, 3, 500_000, 1_000_000, 15.0)
+        (10.0, 3, 500_000, 2_000_000, 15.0)
     };
     let settings = Settings {
         duration_s: cli.duration.unwrap_or(duration),
@@ -261,6 +263,7 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
             store_path: ctx.work.join("daemon-main/queue"),
             env: ctx.env(),
             dtls: None,
+            admin_port: Some(free_tcp_port()?),
         },
     )?;
     results.memory.ready_empty_s = daemon.ready_after.as_secs_f64();
@@ -281,6 +284,7 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
             for r in 0..s.repeats {
                 let run_name = format!("{}{c}r{r}", kind.to_lowercase());
                 let drops_before = udp_rcvbuf_errors();
+                let marks = (Mark::now(pid), broker.pid().map(Mark::now));
                 let rep = ctx.load(&[
                     ("--target", daemon.coap_addr().to_string()),
                     ("--devices", c.to_string()),
@@ -291,20 +295,33 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
                 ])?;
                 let mut run = ctx.e2e(&sub, &run_name, rep);
                 run.rcvbuf_errors = udp_rcvbuf_errors().saturating_sub(drops_before);
+                let daemon_usage = marks.0.since();
+                run.daemon_cpu_us = daemon_usage.cpu_us;
+                run.daemon_write_bytes = daemon_usage.write_bytes;
+                run.broker_cpu_us = marks.1.map_or(0, |m| m.since().cpu_us);
                 runs.push(run);
             }
             let point = ThroughputPoint::of(kind, c, runs);
             let (median_e2e, median_coap, latency_us) =
                 (point.median_e2e, point.median_coap, &point.latency_us);
             let first = &point.runs[0];
+            let (daemon_cpu, broker_cpu) = first.cpu_per_message();
             say(&format!(
-                "{kind} c={c}: e2e {median_e2e:.0}/s, coap {median_coap:.0}/s, p99 {} µs (missing {}, dup {}, reordered {}, retransmissions {}, timeouts {}, NON lost {}, rcvbuf drops {})",
+                "{kind} c={c}: e2e {median_e2e:.0}/s, coap {median_coap:.0}/s, p99 {} µs, CPU/msg daemon {daemon_cpu:.1} µs broker {broker_cpu:.1} µs (missing {}, dup {}, reordered {}, retransmissions {}, timeouts {}, NON lost {}, rcvbuf drops {})",
                 latency_us.p99, first.missing, first.duplicates, first.out_of_order, first.load.retransmissions, first.load.timeouts, first.load.non_lost, first.rcvbuf_errors
             ));
             results.throughput.push(point);
         }
     }
     results.memory.rss_full_load = sampler.take_peak();
+    if let Some(port) = daemon.config.admin_port {
+        if let Some((p50, p99)) =
+            histogram_quantiles(&metrics(port), "coap2mqtt_store_commit_seconds")
+        {
+            say(&format!("commit latency over the throughput runs: p50 <= {:.0} µs, p99 <= {:.0} µs (bucket bounds)", p50 * 1e6, p99 * 1e6));
+            results.commit_latency_us = Some(((p50 * 1e6) as u64, (p99 * 1e6) as u64));
+        }
+    }
 
     // --- latency at fixed offered rates --------------------------------------
     let max_rate = results
@@ -361,9 +378,11 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
     results.daemon_warnings.extend(daemon.warnings());
     drop(daemon);
 
+    results.durability = durability_phase(ctx, &broker, &sub, results)?;
     results.dtls = Some(dtls_phase(ctx, &broker, &sub)?);
     ctx.rt.block_on(sub.disconnect());
     drop(broker);
+    results.dedup = dedup_footprint(ctx);
 
     if ctx.cli.skip_queue_phases {
         return Ok(());
@@ -371,6 +390,128 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
     results.drain = Some(drain_phase(ctx, results)?);
     results.queued = Some(queued_phase(ctx, results)?);
     Ok(())
+}
+
+/// What durability costs: CON at 64 devices against the real daemon and
+/// against one whose fsync/fdatasync are no-ops (the LD_PRELOAD shim that
+/// scripts/bench builds from bench/nofsync.c), alternating runs. The shim
+/// makes a daemon that lies; it exists only for this comparison.
+fn durability_phase(
+    ctx: &Ctx,
+    broker: &Broker,
+    sub: &Subscriber,
+    results: &mut Results,
+) -> anyhow::Result<Option<DurabilityCost>> {
+    let shim = ctx.cli.root.join("target/bench/libnofsync.so");
+    if !shim.exists() {
+        results.not_measured.push((
+            "durability cost".into(),
+            format!("{} is missing (scripts/bench builds it)", shim.display()),
+        ));
+        return Ok(None);
+    }
+    let s = &ctx.settings;
+    let start = |name: &str, preload: bool| -> anyhow::Result<Daemon> {
+        let mut env = ctx.env();
+        if preload {
+            env.push(("LD_PRELOAD".into(), shim.display().to_string()));
+        }
+        let dir = ctx.work.join(name);
+        Daemon::start(
+            &ctx.daemon_bin,
+            &dir,
+            DaemonConfig {
+                coap_port: free_udp_port()?,
+                mqtt_port: broker.port,
+                inflight: s.inflight,
+                commit_max_batch: s.commit_max_batch,
+                store_path: dir.join("queue"),
+                env,
+                dtls: None,
+                admin_port: Some(free_tcp_port()?),
+            },
+        )
+    };
+    say("durability: CON at 64 devices with and without fsync (alternating)");
+    let mut with = start("daemon-fsync", false)?;
+    let mut without = start("daemon-nofsync", true)?;
+    let mut cost = DurabilityCost {
+        devices: 64,
+        ..DurabilityCost::default()
+    };
+    for r in 0..s.repeats {
+        for (daemon, fsync) in [(&with, true), (&without, false)] {
+            let name = format!("durability{}r{r}", if fsync { "on" } else { "off" });
+            let pid = daemon.pid().context("pid")?;
+            let mark = Mark::now(pid);
+            let rep = ctx.load(&[
+                ("--target", daemon.coap_addr().to_string()),
+                ("--devices", "64".into()),
+                ("--duration", s.duration_s.to_string()),
+                ("--payload", s.payload_bytes.to_string()),
+                ("--path-prefix", format!("bench/{name}")),
+            ])?;
+            let mut run = ctx.e2e(sub, &name, rep);
+            let usage = mark.since();
+            run.daemon_cpu_us = usage.cpu_us;
+            run.daemon_write_bytes = usage.write_bytes;
+            match fsync {
+                true => cost.with_fsync.push(run),
+                false => cost.without_fsync.push(run),
+            }
+        }
+    }
+    cost.median_with = median(
+        &cost
+            .with_fsync
+            .iter()
+            .map(|r| r.e2e_rate)
+            .collect::<Vec<_>>(),
+    );
+    cost.median_without = median(
+        &cost
+            .without_fsync
+            .iter()
+            .map(|r| r.e2e_rate)
+            .collect::<Vec<_>>(),
+    );
+    if let Some(port) = with.config.admin_port {
+        if let Some((p50, p99)) =
+            histogram_quantiles(&metrics(port), "coap2mqtt_store_commit_seconds")
+        {
+            cost.commit_p50_us = (p50 * 1e6) as u64;
+            cost.commit_p99_us = (p99 * 1e6) as u64;
+        }
+    }
+    say(&format!(
+        "  with fsync {:.0}/s, without {:.0}/s ({:.0}%); commit p50 <= {} µs, p99 <= {} µs",
+        cost.median_with,
+        cost.median_without,
+        100.0 * cost.median_with / cost.median_without.max(1.0),
+        cost.commit_p50_us,
+        cost.commit_p99_us
+    ));
+    with.stop();
+    without.stop();
+    results.daemon_warnings.extend(with.warnings());
+    Ok(Some(cost))
+}
+
+/// The deduplication table's heap per entry, from its own binary.
+fn dedup_footprint(ctx: &Ctx) -> Option<DedupFootprint> {
+    let bin = ctx.load_bin.with_file_name("dedup-footprint");
+    let out = Command::new(&bin).output().ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let f = DedupFootprint {
+        entries: v["entries"].as_u64()?,
+        bytes_per_entry_64_peers: v["bytes_per_entry_64_peers"].as_f64()?,
+        bytes_per_entry_one_per_peer: v["bytes_per_entry_one_per_peer"].as_f64()?,
+    };
+    say(&format!(
+        "dedup table: {:.1} bytes an entry (64 peers), {:.1} (one entry per peer)",
+        f.bytes_per_entry_64_peers, f.bytes_per_entry_one_per_peer
+    ));
+    Some(f)
 }
 
 /// Identities `bench-dev-0` .. of the DTLS devices, all with this key.
@@ -410,6 +551,7 @@ fn dtls_daemon(ctx: &Ctx, broker_port: u16, name: &str) -> anyhow::Result<(Daemo
             store_path: dir.join("queue"),
             env: ctx.env(),
             dtls: Some(listener),
+            admin_port: None,
         },
     )?;
     Ok((daemon, addr))
@@ -546,6 +688,7 @@ fn drain_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Drain> {
             store_path: store.clone(),
             env: ctx.env(),
             dtls: None,
+            admin_port: None,
         },
     )?;
     let sampler = RssSampler::start(daemon.pid().context("pid")?);
@@ -566,6 +709,7 @@ fn drain_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Drain> {
     ));
     let (disk_full, _) = disk_usage(&store);
     sampler.take_peak();
+    let drain_mark = Mark::now(daemon.pid().context("pid")?);
     broker.restart()?;
     let broker_up = unix_us();
     let got = ctx.rt.block_on(sub.wait_for(
@@ -575,7 +719,9 @@ fn drain_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Drain> {
         Duration::from_secs(1800),
     ));
     let rss_peak_drain = sampler.take_peak();
+    // The acks ride with the next write or a 200 ms timer: let them land.
     std::thread::sleep(Duration::from_secs(2));
+    let drain_usage = drain_mark.since();
     let (disk_after, _) = disk_usage(&store);
     drop(sampler);
     daemon.stop();
@@ -604,11 +750,13 @@ fn drain_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Drain> {
         shrank: disk_stop < disk_full,
         depth_at_stop,
         rss_peak_drain,
+        write_bytes_per_message: drain_usage.write_bytes as f64 / got.distinct.max(1) as f64,
+        cpu_us_per_message: drain_usage.cpu_us as f64 / got.distinct.max(1) as f64,
         fill,
     };
     say(&format!(
-        "  drained {} of {} in {:.2} s ({:.0}/s); empty {:.2} s after the broker came up; disk {} -> {} bytes",
-        d.delivered, d.fill.ok, d.drain_seconds, d.drain_rate, d.time_to_empty_s, disk_full, disk_stop
+        "  drained {} of {} in {:.2} s ({:.0}/s); empty {:.2} s after the broker came up; disk {} -> {} bytes; {:.1} bytes written and {:.1} µs CPU per message",
+        d.delivered, d.fill.ok, d.drain_seconds, d.drain_rate, d.time_to_empty_s, disk_full, disk_stop, d.write_bytes_per_message, d.cpu_us_per_message
     ));
     Ok(d)
 }
@@ -631,22 +779,46 @@ fn queued_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Queued> {
             store_path: store.clone(),
             env: ctx.env(),
             dtls: None,
+            admin_port: None,
         },
     )?;
     let pid = daemon.pid().context("pid")?;
     let sampler = RssSampler::start(pid);
     say(&format!("queued: queueing {n} messages with no broker"));
-    let fill = ctx.load(&[
-        ("--target", daemon.coap_addr().to_string()),
-        ("--devices", "64".into()),
-        ("--count", n.to_string()),
-        ("--duration", "3600".into()),
-        ("--payload", s.payload_bytes.to_string()),
-        ("--path-prefix", "bench/queued".into()),
-    ])?;
+    let mark = Mark::now(pid);
+    let mut rss_by_depth = vec![(0, rss_bytes(pid).unwrap_or(0))];
+    let mut queued = 0u64;
+    let mut fill = LoadReport::default();
+    for step in [
+        100_000u64, 250_000, 500_000, 1_000_000, 2_000_000, 4_000_000,
+    ] {
+        let to = step.min(n);
+        if to <= queued {
+            continue;
+        }
+        let part = ctx.load(&[
+            ("--target", daemon.coap_addr().to_string()),
+            ("--devices", "64".into()),
+            ("--count", (to - queued).to_string()),
+            ("--duration", "3600".into()),
+            ("--payload", s.payload_bytes.to_string()),
+            ("--path-prefix", format!("bench/queued{to}")),
+        ])?;
+        queued += part.ok;
+        fill.ok += part.ok;
+        fill.window_s += part.window_s;
+        std::thread::sleep(Duration::from_secs(1));
+        let rss = rss_bytes(pid).unwrap_or(0);
+        say(&format!(
+            "  {queued} queued: RSS {:.1} MB",
+            rss as f64 / 1e6
+        ));
+        rss_by_depth.push((queued, rss));
+    }
+    fill.rate_ok_per_s = fill.ok as f64 / fill.window_s.max(1e-9);
+    let fill_usage = mark.since();
     let rss_peak_fill = sampler.take_peak();
     drop(sampler);
-    std::thread::sleep(Duration::from_secs(1));
     let rss_after_fill = rss_bytes(pid).unwrap_or(0);
     let (disk, apparent) = disk_usage(&store);
     daemon.restart()?;
@@ -670,16 +842,20 @@ fn queued_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Queued> {
         disk_bytes: disk,
         disk_apparent_bytes: apparent,
         bytes_per_message: disk as f64 / fill.ok.max(1) as f64,
+        rss_by_depth,
+        write_bytes_per_message: fill_usage.write_bytes as f64 / fill.ok.max(1) as f64,
+        cpu_us_per_message: fill_usage.cpu_us as f64 / fill.ok.max(1) as f64,
         fill,
     };
     say(&format!(
-        "  {} queued at {:.0}/s; RSS {:.1} MB after fill, {:.1} MB after restart; ready in {:.3} s; {:.0} bytes/message on disk",
+        "  {} queued at {:.0}/s; RSS {:.1} MB after fill, {:.1} MB after restart; ready in {:.3} s; {:.0} bytes/message on disk, {:.1} bytes written per message",
         q.messages,
         q.fill_rate,
         q.rss_after_fill as f64 / 1e6,
         q.rss_after_restart as f64 / 1e6,
         q.ready_after_restart_s,
-        q.bytes_per_message
+        q.bytes_per_message,
+        q.write_bytes_per_message
     ));
     Ok(q)
 }
@@ -743,6 +919,9 @@ impl Ctx {
             e2e_rate: in_window as f64 / load.window_s.max(1e-9),
             rcvbuf_errors: 0,
             coap_rate: load.rate_ok_per_s,
+            daemon_cpu_us: 0,
+            broker_cpu_us: 0,
+            daemon_write_bytes: 0,
             load,
         }
     }

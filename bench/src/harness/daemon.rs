@@ -23,6 +23,8 @@ pub struct DaemonConfig {
     pub env: Vec<(String, String)>,
     /// A DTLS-PSK listener too.
     pub dtls: Option<DtlsListener>,
+    /// The admin endpoint (/metrics) on this port; off when `None`.
+    pub admin_port: Option<u16>,
 }
 
 /// The DTLS-PSK listener of a bench daemon: room for the 10,000-session
@@ -64,6 +66,7 @@ impl DaemonConfig {
              [store]\npath = \"{store}\"\nmax_messages = 4000000\nmax_bytes = 8589934592\n\
              commit_max_batch = {batch}\n\n\
              [log]\nlevel = \"info\"\n\n\
+             [admin]\nlisten = \"{admin}\"\n\n\
              [[route]]\nresource = \"bench/{{run}}/{{device}}\"\ntopic = \"bench/{{run}}/{{device}}\"\nqos = 1\n",
             coap = self.coap_port,
             mqtt = self.mqtt_port,
@@ -71,6 +74,10 @@ impl DaemonConfig {
             store = self.store_path.display(),
             batch = self.commit_max_batch,
             dtls = self.dtls.as_ref().map(DtlsListener::render).unwrap_or_default(),
+            admin = self
+                .admin_port
+                .map(|p| format!("127.0.0.1:{p}"))
+                .unwrap_or_default(),
         )
     }
 }
@@ -202,6 +209,54 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// The daemon's /metrics text (empty when its admin endpoint is off or
+/// does not answer).
+pub fn metrics(port: u16) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET /metrics HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return String::new();
+    }
+    let mut body = String::new();
+    let _ = stream.read_to_string(&mut body);
+    body
+}
+
+/// (p50, p99) of a Prometheus histogram in its text form, as the upper
+/// bounds of the buckets they fall in, in the histogram's unit.
+pub fn histogram_quantiles(metrics: &str, name: &str) -> Option<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    let at = |q: f64| {
+        buckets
+            .iter()
+            .find(|(_, c)| *c >= q * total)
+            .map(|(le, _)| *le)
+    };
+    Some((at(0.5)?, at(0.99)?))
 }
 
 /// VmRSS of a process in bytes.
