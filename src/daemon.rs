@@ -190,7 +190,7 @@ impl Listeners {
 /// The requests stored within the last EXCHANGE_LIFETIME, with their age,
 /// for each exchange's deduplication table (see `coap::recall`).
 fn recent_requests(queue: &Queue) -> Vec<(Recall, Duration)> {
-    let now = store::now_ms();
+    let now = crate::clock::now_ms();
     queue
         .take_recalls(now.saturating_sub(store::RECALL_LIFETIME_MS))
         .into_iter()

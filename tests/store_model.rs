@@ -576,7 +576,7 @@ mod store_worker {
                                     qos: Qos::AtLeastOnce,
                                     retain: false,
                                 },
-                                received_ms: coap2mqtt::store::now_ms(),
+                                received_ms: coap2mqtt::clock::now_ms(),
                                 recall: payload.into_bytes(),
                                 receipt: k,
                                 reply: tx.clone(),

@@ -28,7 +28,8 @@ pub use crate::store::CommitStats;
 pub use health::{Thresholds, Verdict};
 pub use transport::{TransportCounters, TransportMetrics, PUBLISH_EVERY};
 
-use crate::store::{now_ms, Queue};
+use crate::clock::now_ms;
+use crate::store::Queue;
 use crate::uplink;
 use std::sync::{Arc, Mutex, OnceLock};
 

@@ -3,8 +3,8 @@
 
 use super::transport::MESSAGE_TYPES;
 use super::{Metrics, TransportCounters, Verdict};
+use crate::clock::now_ms;
 use crate::coap::counters::Family;
-use crate::store::now_ms;
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
 

@@ -36,7 +36,7 @@ mod reader;
 mod segment;
 mod stats;
 
-pub use crate::clock::now_ms;
+pub(crate) use crate::clock::now_ms;
 pub use commit::{spawn_committer, AppendOutcome, Command, StoreHandle};
 pub use dead::DEAD_LETTER_CAPACITY;
 pub use frame::{DeadLetter, Stored};

@@ -13,11 +13,12 @@
 //! retransmissions) absorb the burst. Nothing is answered that is not stored.
 
 use super::Link;
+use crate::clock::now_ms;
 use crate::coap::exchange::{Exchange, Peer, Step, StoreOutcome, Ticket};
 use crate::logging::RateLimited;
 use crate::metrics::{TransportMetrics, PUBLISH_EVERY};
 use crate::route::Router;
-use crate::store::{now_ms, AppendOutcome, Command, StoreHandle};
+use crate::store::{AppendOutcome, Command, StoreHandle};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
