@@ -40,6 +40,22 @@ pub struct Message {
     pub payload: Vec<u8>,
     pub qos: Qos,
     pub retain: bool,
+    /// Where it came from and what the route asked of it; carried to the
+    /// broker as MQTT 5 properties.
+    pub meta: Meta,
+}
+
+/// What a message carries besides its topic and payload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    /// The request's Uri-Path, as received (`sensors/kitchen/t`).
+    pub coap_path: String,
+    /// The device's DTLS identity, if it has one.
+    pub identity: Option<std::sync::Arc<str>>,
+    /// The request's Content-Format number, if it had one.
+    pub content_format: Option<u16>,
+    /// The route's `expiry_s`: the message is worth nothing after that long.
+    pub expiry_s: Option<u32>,
 }
 
 /// Bytes of the MQTT 3.1.1 PUBLISH that carries `payload` bytes to `topic`

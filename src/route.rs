@@ -90,6 +90,7 @@ pub struct Resolved {
     pub topic: String,
     pub qos: Qos,
     pub retain: bool,
+    pub expiry_s: Option<u32>,
 }
 
 /// A route that cannot be built; names the config key at fault.
@@ -143,6 +144,9 @@ pub struct RouteSpec<'a> {
     pub identity: Option<&'a str>,
     /// `identities = ["sensor-*"]`: the identity must match one glob.
     pub identities: &'a [String],
+    /// `expiry_s`: the message is worth nothing after this long (MQTT 5
+    /// Message Expiry; not published at all once it passed in the queue).
+    pub expiry_s: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,6 +174,7 @@ pub struct Route {
     retain: bool,
     identity_capture: Option<String>,
     identities: Vec<String>,
+    expiry_s: Option<u32>,
 }
 
 impl Route {
@@ -230,6 +235,7 @@ impl Route {
             retain: spec.retain,
             identity_capture,
             identities: spec.identities.to_vec(),
+            expiry_s: spec.expiry_s,
         })
     }
 
@@ -385,6 +391,7 @@ impl Router {
                 topic,
                 qos: route.qos,
                 retain: route.retain,
+                expiry_s: route.expiry_s,
             });
         }
         Err(if path_matched {
@@ -533,6 +540,7 @@ mod tests {
             retain: false,
             identity: None,
             identities: &[],
+            expiry_s: None,
         }
     }
 

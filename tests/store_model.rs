@@ -575,6 +575,7 @@ mod store_worker {
                                     payload: payload.clone().into_bytes(),
                                     qos: Qos::AtLeastOnce,
                                     retain: false,
+                                    meta: Default::default(),
                                 },
                                 received_ms: coap2mqtt::clock::now_ms(),
                                 recall: payload.into_bytes(),

@@ -32,6 +32,7 @@ fn router() -> Router {
                 retain: false,
                 identity: *identity,
                 identities: &[],
+                expiry_s: None,
             })
             .ok()
         })

@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         retain: false,
         identity,
         identities: &globs,
+        expiry_s: None,
     };
     if let Ok(route) = Route::new(&spec) {
         let router = Router::new("gw", vec![route]);

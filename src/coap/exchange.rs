@@ -30,7 +30,7 @@ use super::request::{self, NoResponse, RequestOptions};
 use super::wire::{
     self, CoapMessage, Code, Header, MessageType, ParseError, Response, ResponseOptions, Token,
 };
-use crate::message::{publish_packet_size, Message};
+use crate::message::{publish_packet_size, Message, Meta};
 use crate::route::{Refusal, Router};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -577,6 +577,12 @@ impl Exchange {
                 payload,
                 qos: resolved.qos,
                 retain: resolved.retain,
+                meta: Meta {
+                    coap_path: path.join("/"),
+                    identity: peer.identity.clone(),
+                    content_format: options.content_format,
+                    expiry_s: resolved.expiry_s,
+                },
             },
             block1: block1.map(|block| block.with_more(false)),
         }

@@ -76,6 +76,8 @@ pub struct RequestOptions<'a> {
     /// The body size a block-wise upload announces (RFC 7959 §4).
     pub size1: Option<u32>,
     pub no_response: NoResponse,
+    /// Content-Format (RFC 7252 §5.10.3), when present and well-formed.
+    pub content_format: Option<u16>,
     /// The first critical option that makes the request unprocessable: 4.02.
     pub unrecognized_critical: Option<u16>,
     /// Proxy-Uri or Proxy-Scheme: this is not a proxy (5.05).
@@ -102,6 +104,13 @@ pub fn read_options<'a>(message: &CoapMessage<'a>) -> RequestOptions<'a> {
                 len <= 255
             }
             option::URI_QUERY => len <= 255,
+            option::CONTENT_FORMAT => {
+                // Elective: a bad one is ignored, not refused.
+                if !repeated && len <= 2 {
+                    read.content_format = decode_uint(value).and_then(|v| u16::try_from(v).ok());
+                }
+                true
+            }
             option::ACCEPT => !repeated && len <= 2,
             option::BLOCK2 => !repeated && len <= 3,
             option::BLOCK1 => {

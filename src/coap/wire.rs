@@ -38,6 +38,7 @@ pub mod option {
     pub const IF_NONE_MATCH: u16 = 5;
     pub const URI_PORT: u16 = 7;
     pub const URI_PATH: u16 = 11;
+    pub const CONTENT_FORMAT: u16 = 12;
     pub const MAX_AGE: u16 = 14;
     pub const URI_QUERY: u16 = 15;
     pub const ACCEPT: u16 = 17;

@@ -274,6 +274,7 @@ pub struct RouteConfig {
     pub retain: bool,
     pub identity: Option<String>,
     pub identities: Vec<String>,
+    pub expiry_s: Option<u32>,
 }
 
 impl RouteConfig {
@@ -286,6 +287,7 @@ impl RouteConfig {
             retain: self.retain,
             identity: self.identity.as_deref(),
             identities: &self.identities,
+            expiry_s: self.expiry_s,
         }
     }
 }

@@ -17,6 +17,7 @@ const ROUTE_KEYS: &[&str] = &[
     "retain",
     "identity",
     "identities",
+    "expiry_s",
 ];
 
 pub(super) fn read(doc: &Table, r: &mut Report) -> Vec<RouteConfig> {
@@ -57,6 +58,9 @@ fn route(t: &Table, r: &mut Report) -> Option<RouteConfig> {
         .strings("identities", r)
         .map(|list| list.value.iter().map(|g| g.value.to_string()).collect())
         .unwrap_or_default();
+    let expiry_s = t
+        .int("expiry_s", 1..=i64::from(u32::MAX), r)
+        .map(|e| e.value as u32);
     let (resource, topic) = (resource?, topic?);
     if r.problems.len() != before {
         return None;
@@ -70,6 +74,7 @@ fn route(t: &Table, r: &mut Report) -> Option<RouteConfig> {
         retain,
         identity,
         identities,
+        expiry_s,
     };
     match Route::new(&config.spec()) {
         Ok(_) => Some(config),

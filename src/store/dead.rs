@@ -268,6 +268,7 @@ mod tests {
                     payload: seq.to_be_bytes().to_vec(),
                     qos: Qos::AtLeastOnce,
                     retain: false,
+                    meta: Default::default(),
                 },
                 received_ms: 1,
                 recall: Vec::new(),

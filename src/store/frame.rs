@@ -13,8 +13,9 @@
 //!   message is `flags: u8 | received_ms - base_ms: varint | topic |
 //!   payload | [recall] | [properties]` (each `len: varint | bytes`).
 //!   Flags: bit 0 QoS 1, bit 1 retain, bit 2 a recall follows, bit 3
-//!   properties follow (tag-length-value, unknown tags skipped, so a later
-//!   version can add some without a new format).
+//!   properties follow (tag-length-value: 1 the CoAP path, 2 the DTLS
+//!   identity, 3 the Content-Format, 4 the route's expiry; unknown tags
+//!   skipped, so a later version can add some without a new format).
 //! - **ack**: how far the broker has taken the queue, written with the next
 //!   commit (never alone on the hot path): `watermark: u64 | n: varint | n x
 //!   varint`, every sequence number below the watermark and the n listed
@@ -30,7 +31,7 @@
 //! with these durability rules; every decoder returns an error for any
 //! input, never panics (fuzzed: `fuzz/fuzz_targets/frame.rs`).
 
-use crate::message::{Message, Qos};
+use crate::message::{Message, Meta, Qos};
 
 /// Segment and dead-letter files start with this, then the format version.
 pub const MAGIC: &[u8; 8] = b"c2mqlog\0";
@@ -186,6 +187,10 @@ fn put_message(out: &mut Vec<u8>, m: &Stored, time: u64) {
     if !m.recall.is_empty() {
         flags |= FLAG_RECALL;
     }
+    let properties = encode_meta(&m.message.meta);
+    if !properties.is_empty() {
+        flags |= FLAG_PROPERTIES;
+    }
     out.push(flags);
     put_varint(out, time);
     put_bytes(out, m.message.topic.as_bytes());
@@ -193,6 +198,66 @@ fn put_message(out: &mut Vec<u8>, m: &Stored, time: u64) {
     if !m.recall.is_empty() {
         put_bytes(out, &m.recall);
     }
+    if !properties.is_empty() {
+        put_bytes(out, &properties);
+    }
+}
+
+/// Tags of the message properties (tag, varint length, value; a reader
+/// skips tags it does not know).
+const TAG_COAP_PATH: u8 = 1;
+const TAG_IDENTITY: u8 = 2;
+const TAG_CONTENT_FORMAT: u8 = 3;
+const TAG_EXPIRY: u8 = 4;
+
+fn encode_meta(meta: &Meta) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut put = |tag: u8, value: &[u8]| {
+        out.push(tag);
+        put_bytes(&mut out, value);
+    };
+    if !meta.coap_path.is_empty() {
+        put(TAG_COAP_PATH, meta.coap_path.as_bytes());
+    }
+    if let Some(identity) = &meta.identity {
+        put(TAG_IDENTITY, identity.as_bytes());
+    }
+    if let Some(format) = meta.content_format {
+        put(TAG_CONTENT_FORMAT, &format.to_be_bytes());
+    }
+    if let Some(expiry) = meta.expiry_s {
+        put(TAG_EXPIRY, &expiry.to_be_bytes());
+    }
+    out
+}
+
+fn decode_meta(bytes: &[u8]) -> Result<Meta, FrameError> {
+    let mut r = Reader(bytes);
+    let mut meta = Meta::default();
+    while !r.0.is_empty() {
+        let tag = r.u8()?;
+        let value = r.bytes()?;
+        let text =
+            || std::str::from_utf8(value).map_err(|_| FrameError::Malformed("property text"));
+        match tag {
+            TAG_COAP_PATH => meta.coap_path = text()?.to_string(),
+            TAG_IDENTITY => meta.identity = Some(std::sync::Arc::from(text()?)),
+            TAG_CONTENT_FORMAT => {
+                let v: [u8; 2] = value
+                    .try_into()
+                    .map_err(|_| FrameError::Malformed("content format"))?;
+                meta.content_format = Some(u16::from_be_bytes(v));
+            }
+            TAG_EXPIRY => {
+                let v: [u8; 4] = value
+                    .try_into()
+                    .map_err(|_| FrameError::Malformed("expiry"))?;
+                meta.expiry_s = Some(u32::from_be_bytes(v));
+            }
+            _ => {}
+        }
+    }
+    Ok(meta)
 }
 
 /// A batch frame's body, decoded lazily: the header now, the messages as
@@ -261,10 +326,10 @@ fn read_message(r: &mut Reader<'_>, base: Option<u64>) -> Result<Stored, FrameEr
         true => r.bytes()?.to_vec(),
         false => Vec::new(),
     };
-    if flags & FLAG_PROPERTIES != 0 {
-        // Room for later versions: skipped whole.
-        r.bytes()?;
-    }
+    let meta = match flags & FLAG_PROPERTIES != 0 {
+        true => decode_meta(r.bytes()?)?,
+        false => Meta::default(),
+    };
     Ok(Stored {
         message: Message {
             topic,
@@ -274,6 +339,7 @@ fn read_message(r: &mut Reader<'_>, base: Option<u64>) -> Result<Stored, FrameEr
                 false => Qos::AtMostOnce,
             },
             retain: flags & FLAG_RETAIN != 0,
+            meta,
         },
         received_ms,
         recall,
@@ -457,6 +523,7 @@ mod tests {
                     Qos::AtMostOnce
                 },
                 retain: i % 3 == 0,
+                meta: Default::default(),
             },
             received_ms: 1_700_000_000_000 + i * 7,
             recall: if recall { vec![9; 20] } else { Vec::new() },

@@ -195,6 +195,7 @@ pub fn decode_record(bytes: &[u8]) -> Option<Stored> {
                 false => Qos::AtMostOnce,
             },
             retain: flags & 2 != 0,
+            meta: Default::default(),
         },
         received_ms,
         recall: Vec::new(),

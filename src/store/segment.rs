@@ -286,6 +286,7 @@ mod tests {
                 payload: vec![i as u8; 3],
                 qos: Qos::AtLeastOnce,
                 retain: false,
+                meta: Default::default(),
             },
             received_ms: 1_000 + i,
             recall: Vec::new(),

@@ -27,6 +27,7 @@ fn message(i: usize) -> Message {
         payload: format!("m{i}").into_bytes(),
         qos: Qos::AtLeastOnce,
         retain: false,
+        meta: Default::default(),
     }
 }
 

@@ -18,6 +18,7 @@
 //! outage is not the message's fault.
 
 pub mod backoff;
+pub mod session;
 pub mod tls;
 
 use crate::message::{publish_packet_size, Qos};

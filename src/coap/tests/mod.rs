@@ -36,6 +36,7 @@ pub fn router() -> Router {
         retain: false,
         identity: None,
         identities: &[],
+        expiry_s: None,
     };
     let mut private = spec("private/{device}", "site/{gateway}/private/{device}");
     private.identity = Some("{device}");

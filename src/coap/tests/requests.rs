@@ -13,10 +13,29 @@ fn confirmable_post_on_a_route_is_handed_to_the_store() {
             payload: b"21.5".to_vec(),
             qos: Qos::AtLeastOnce,
             retain: false,
+            meta: crate::message::Meta {
+                coap_path: "sensors/d7".into(),
+                ..Default::default()
+            },
         }
     );
     assert_eq!(ticket.peer(), &h.peer);
     assert_eq!(ticket.message_id(), 0x1234);
+}
+
+#[test]
+fn the_message_keeps_its_path_identity_and_content_format() {
+    let mut h = Harness::new();
+    let peer = peer_with_identity(40_000, "d7");
+    let request = Request::post(0x1235)
+        .path("private/d7")
+        .option(12, &[60])
+        .payload(b"\xa1\x01\x02")
+        .bytes();
+    let (_, message) = expect_store(h.send_from(&peer, &request, Duration::ZERO));
+    assert_eq!(message.meta.coap_path, "private/d7");
+    assert_eq!(message.meta.identity.as_deref(), Some("d7"));
+    assert_eq!(message.meta.content_format, Some(60));
 }
 
 #[test]

@@ -65,6 +65,7 @@ impl Rig {
             retain: false,
             identity: None,
             identities: &[],
+            expiry_s: None,
         })
         .expect("route");
         let (_routes_tx, routes) = watch::channel(Arc::new(Router::new("gw", vec![route])));
