@@ -117,10 +117,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let settings = uplink_settings(&config)?;
     log::info!(
         "uplink: broker {} as client id {:?}",
-        settings.url(),
+        settings.urls(),
         settings.client_id
     );
-    let broker = settings.url();
+    let broker = settings.urls();
     let uplink = Uplink::new(settings, queue.clone(), store.clone());
     metrics.set_uplink(uplink.stats(), broker);
     let uplink_task = tokio::spawn(uplink.run(shutdown.clone()));
@@ -214,7 +214,7 @@ fn exchange_config(config: &Config) -> ExchangeConfig {
 
 fn uplink_settings(config: &Config) -> anyhow::Result<uplink::Settings> {
     let mqtt = &config.mqtt;
-    let tls = if mqtt.endpoint.tls {
+    let tls = if mqtt.endpoints.iter().any(|e| e.tls()) {
         Some(tls::client_config(&tls::TlsFiles {
             ca_file: mqtt.ca_file.as_deref(),
             client_cert: mqtt.client_cert.as_deref(),
@@ -230,9 +230,23 @@ fn uplink_settings(config: &Config) -> anyhow::Result<uplink::Settings> {
         (None, Some(_)) => anyhow::bail!("mqtt.password_file is set but mqtt.username is not"),
         (None, None) => None,
     };
+    let proxy = match &mqtt.proxy {
+        None => None,
+        Some(p) => Some(uplink::ProxySettings {
+            host: p.host.clone(),
+            port: p.port,
+            credentials: p
+                .credentials_file
+                .as_deref()
+                .map(read_proxy_credentials)
+                .transpose()?,
+        }),
+    };
     Ok(uplink::Settings {
-        host: mqtt.endpoint.host.clone(),
-        port: mqtt.endpoint.port,
+        brokers: mqtt.endpoints.clone(),
+        protocol: mqtt.protocol,
+        proxy,
+        gateway: config.gateway.id.clone(),
         tls,
         client_id: mqtt.client_id.clone(),
         credentials,
@@ -245,6 +259,24 @@ fn uplink_settings(config: &Config) -> anyhow::Result<uplink::Settings> {
         max_packet_size: mqtt.max_packet_size,
         max_attempts: mqtt.max_attempts,
     })
+}
+
+/// `user:password` from `mqtt.proxy_credentials_file` (first line).
+fn read_proxy_credentials(path: &std::path::Path) -> anyhow::Result<(String, String)> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "mqtt.proxy_credentials_file {}: cannot read",
+            path.display()
+        )
+    })?;
+    let line = text.lines().next().unwrap_or("").trim();
+    match line.split_once(':') {
+        Some((user, password)) if !user.is_empty() => Ok((user.to_string(), password.to_string())),
+        _ => anyhow::bail!(
+            "mqtt.proxy_credentials_file {}: expected one line \"user:password\"",
+            path.display()
+        ),
+    }
 }
 
 /// Applies a changed config and the PSK file on SIGHUP; a broken one is

@@ -57,28 +57,3 @@ pub struct Meta {
     /// The route's `expiry_s`: the message is worth nothing after that long.
     pub expiry_s: Option<u32>,
 }
-
-/// Bytes of the MQTT 3.1.1 PUBLISH that carries `payload` bytes to `topic`
-/// (with a packet id, as QoS 1 has): what `mqtt.max_packet_size` limits.
-pub fn publish_packet_size(topic: &str, payload: usize) -> usize {
-    let remaining = 2 + topic.len() + 2 + payload;
-    let length_bytes = match remaining {
-        0..=127 => 1,
-        128..=16_383 => 2,
-        16_384..=2_097_151 => 3,
-        _ => 4,
-    };
-    1 + length_bytes + remaining
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn publish_size_counts_the_variable_length_header() {
-        assert_eq!(publish_packet_size("t", 0), 1 + 1 + 5);
-        assert_eq!(publish_packet_size("t", 122), 1 + 1 + 127);
-        assert_eq!(publish_packet_size("t", 123), 1 + 2 + 128);
-    }
-}

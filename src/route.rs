@@ -359,6 +359,11 @@ pub struct Router {
 }
 
 impl Router {
+    /// `gateway.id`, as `{gateway}` in topics.
+    pub fn gateway(&self) -> &str {
+        &self.gateway
+    }
+
     pub fn new(gateway: impl Into<String>, routes: Vec<Route>) -> Router {
         Router {
             gateway: gateway.into(),

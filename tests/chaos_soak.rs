@@ -162,8 +162,8 @@ fn chaos_soak_loses_nothing_acknowledged() {
     // No limit on what mosquitto queues for the consumer while it is away
     // (its default drops QoS 1 messages beyond 1,000).
     let broker = Broker::start_with(BrokerOptions {
-        tls: None,
         extra_config: "max_queued_messages 0\nmax_queued_bytes 0".into(),
+        ..BrokerOptions::default()
     });
     let mut subscriber = Subscriber::start(broker.port(), "site/#");
     subscriber.wait_ready();

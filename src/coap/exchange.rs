@@ -30,8 +30,9 @@ use super::request::{self, NoResponse, RequestOptions};
 use super::wire::{
     self, CoapMessage, Code, Header, MessageType, ParseError, Response, ResponseOptions, Token,
 };
-use crate::message::{publish_packet_size, Message, Meta};
+use crate::message::{Message, Meta};
 use crate::route::{Refusal, Router};
+use crate::uplink::properties::packet_size;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -562,28 +563,32 @@ impl Exchange {
                 }
             }
         };
-        let packet = publish_packet_size(&resolved.topic, payload.len());
+        let message = Message {
+            topic: resolved.topic,
+            payload,
+            qos: resolved.qos,
+            retain: resolved.retain,
+            meta: Meta {
+                coap_path: path.join("/"),
+                identity: peer.identity.clone(),
+                content_format: options.content_format,
+                expiry_s: resolved.expiry_s,
+            },
+        };
+        // The PUBLISH as the largest protocol version would carry it (MQTT
+        // 5 with this gateway's properties): refused now, while the device
+        // listens, rather than acknowledged and then dead-lettered.
+        let packet = packet_size(&message, router.gateway());
         if packet > self.config.max_packet_size {
             // Size1: the payload this topic could carry.
             let room = self
                 .config
                 .max_packet_size
-                .saturating_sub(packet - payload.len());
+                .saturating_sub(packet - message.payload.len());
             return Decision::Answer(self.too_large_for(room));
         }
         Decision::Store {
-            message: Message {
-                topic: resolved.topic,
-                payload,
-                qos: resolved.qos,
-                retain: resolved.retain,
-                meta: Meta {
-                    coap_path: path.join("/"),
-                    identity: peer.identity.clone(),
-                    content_format: options.content_format,
-                    expiry_s: resolved.expiry_s,
-                },
-            },
+            message,
             block1: block1.map(|block| block.with_more(false)),
         }
     }

@@ -487,6 +487,31 @@ impl<'a> Table<'a> {
         })
     }
 
+    /// A string, or a list of strings (as one or several of a thing).
+    pub fn string_or_strings(
+        &self,
+        name: &str,
+        r: &mut Report,
+    ) -> Option<Located<Vec<Located<&'a str>>>> {
+        let entry = self.entry(name)?;
+        match &entry.value.value {
+            Value::String(s) => {
+                let key = self.key(name);
+                let span = entry.value.span.clone().or_else(|| entry.key_span.clone());
+                Some(Located {
+                    value: vec![Located {
+                        value: s.as_str(),
+                        key: key.clone(),
+                        span: span.clone(),
+                    }],
+                    key,
+                    span,
+                })
+            }
+            _ => self.strings(name, r),
+        }
+    }
+
     /// A sub-table (`[name]`); an empty one when it is absent or not a table.
     pub fn table(&self, name: &str, known: &[&str], r: &mut Report) -> Table<'a> {
         self.sub_table(name, Some(known), r)

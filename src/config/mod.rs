@@ -201,10 +201,14 @@ impl CipherSuite {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttConfig {
-    /// As written in the file.
+    /// As written in the file (the brokers' URLs, joined for logs).
     pub url: String,
-    /// The url, parsed.
-    pub endpoint: Endpoint,
+    /// The brokers, parsed, in the order to try them (one or more).
+    pub endpoints: Vec<Endpoint>,
+    /// `auto` (MQTT 5, 3.1.1 for a broker that refuses 5), `5` or `3.1.1`.
+    pub protocol: Protocol,
+    /// An HTTP proxy to tunnel through (CONNECT), for every broker.
+    pub proxy: Option<Proxy>,
     pub client_id: String,
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
@@ -224,13 +228,70 @@ pub struct MqttConfig {
     pub max_attempts: u32,
 }
 
-/// Where the broker is: `mqtt://host:port` or `mqtts://host:port`.
+/// Where a broker is: `mqtt://host:port`, `mqtts://host:port`,
+/// `ws://host:port/path` or `wss://host:port/path`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
-    pub tls: bool,
+    pub scheme: Scheme,
     /// A name or an address; an IPv6 address without its brackets.
     pub host: String,
     pub port: u16,
+    /// The WebSocket path (`/mqtt` by default); empty for mqtt(s).
+    pub path: String,
+}
+
+/// How a broker is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Mqtt,
+    Mqtts,
+    /// MQTT over WebSocket.
+    Ws,
+    /// MQTT over WebSocket over TLS (for sites that only let 443 out).
+    Wss,
+}
+
+impl Endpoint {
+    pub fn tls(&self) -> bool {
+        matches!(self.scheme, Scheme::Mqtts | Scheme::Wss)
+    }
+
+    pub fn websocket(&self) -> bool {
+        matches!(self.scheme, Scheme::Ws | Scheme::Wss)
+    }
+
+    /// `mqtts://host:port`, `wss://host:port/path`, for logs.
+    pub fn url(&self) -> String {
+        let scheme = match self.scheme {
+            Scheme::Mqtt => "mqtt",
+            Scheme::Mqtts => "mqtts",
+            Scheme::Ws => "ws",
+            Scheme::Wss => "wss",
+        };
+        let host = match self.host.contains(':') {
+            true => format!("[{}]", self.host),
+            false => self.host.clone(),
+        };
+        format!("{scheme}://{host}:{}{}", self.port, self.path)
+    }
+}
+
+/// Which MQTT version the uplink speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// MQTT 5, and 3.1.1 with a broker that refuses version 5.
+    Auto,
+    V5,
+    V311,
+}
+
+/// An HTTP CONNECT proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proxy {
+    pub host: String,
+    pub port: u16,
+    /// A file holding `user:password`, for proxies that ask.
+    pub credentials_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 use super::document::{Node, Report, Table};
 use super::{
     dtls, routes, AdminConfig, CoapConfig, Config, Endpoint, GatewayConfig, LogConfig, MqttConfig,
-    OnFull, StoreConfig,
+    OnFull, Protocol, Proxy, Scheme, StoreConfig,
 };
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +27,9 @@ const COAP_KEYS: &[&str] = &[
 ];
 const MQTT_KEYS: &[&str] = &[
     "url",
+    "protocol",
+    "proxy",
+    "proxy_credentials_file",
     "client_id",
     "username",
     "password_file",
@@ -239,37 +242,88 @@ fn coap(t: &Table, r: &mut Report) -> CoapConfig {
 
 fn mqtt(t: &Table, gateway: &str, r: &mut Report) -> MqttConfig {
     let default_url = "mqtt://127.0.0.1:1883";
-    let (url, endpoint) = match t.str("url", r) {
-        Some(url) => match parse_url(url.value) {
-            Ok(endpoint) => (url.value.to_string(), Some(endpoint)),
-            Err(why) => {
-                r.at(&url, why);
-                (url.value.to_string(), None)
+    let mut urls = Vec::new();
+    let mut endpoints = Vec::new();
+    match t.string_or_strings("url", r) {
+        Some(list) => {
+            if list.value.is_empty() {
+                r.at(&list, "is an empty list; name at least one broker");
             }
-        },
+            for url in &list.value {
+                urls.push(url.value.to_string());
+                match parse_url(url.value) {
+                    Ok(endpoint) => endpoints.push(endpoint),
+                    Err(why) => r.at(url, why),
+                }
+            }
+        }
         None => {
             if !t.contains("url") {
                 let message = format!(
                     "missing; the broker to forward to, like \"{default_url}\" or \
-                     \"mqtts://broker.example.com\""
+                     \"mqtts://broker.example.com\" (or a list of them, tried in turn)"
                 );
                 t.missing("url", &message, r);
             }
-            (default_url.to_string(), None)
         }
+    }
+    let url = match urls.is_empty() {
+        true => default_url.to_string(),
+        false => urls.join(", "),
     };
 
-    if endpoint.as_ref().is_some_and(|e| !e.tls) {
+    let any_tls = endpoints.iter().any(Endpoint::tls);
+    if !endpoints.is_empty() && !any_tls {
         for key in TLS_KEYS {
             if t.contains(key) {
                 r.add(
                     t.span_of(key).as_ref(),
                     t.key(key),
-                    format!("is only used with mqtts://, and mqtt.url is {url:?}"),
+                    format!("is only used with mqtts:// or wss://, and mqtt.url is {url:?}"),
                 );
             }
         }
     }
+    let protocol = match t.str("protocol", r) {
+        None => Protocol::Auto,
+        Some(got) => match got.value {
+            "auto" => Protocol::Auto,
+            "5" | "5.0" => Protocol::V5,
+            "3.1.1" => Protocol::V311,
+            other => {
+                r.at(
+                    &got,
+                    format!("unknown protocol {other:?}; expected \"auto\", \"5\" or \"3.1.1\""),
+                );
+                Protocol::Auto
+            }
+        },
+    };
+    let proxy = t
+        .str("proxy", r)
+        .and_then(|got| match parse_proxy(got.value) {
+            Ok((host, port)) => Some(Proxy {
+                host,
+                port,
+                credentials_file: None,
+            }),
+            Err(why) => {
+                r.at(&got, why);
+                None
+            }
+        });
+    let proxy_credentials = path(t, "proxy_credentials_file", r);
+    if t.contains("proxy_credentials_file") && !t.contains("proxy") {
+        r.add(
+            t.span_of("proxy_credentials_file").as_ref(),
+            t.key("proxy_credentials_file"),
+            "needs mqtt.proxy too",
+        );
+    }
+    let proxy = proxy.map(|p| Proxy {
+        credentials_file: proxy_credentials,
+        ..p
+    });
     let ca_file = path(t, "ca_file", r);
     let client_cert = path(t, "client_cert", r);
     let client_key = path(t, "client_key", r);
@@ -355,13 +409,19 @@ fn mqtt(t: &Table, gateway: &str, r: &mut Report) -> MqttConfig {
         );
     }
 
-    MqttConfig {
-        url,
-        endpoint: endpoint.unwrap_or(Endpoint {
-            tls: false,
+    if endpoints.is_empty() {
+        endpoints.push(Endpoint {
+            scheme: Scheme::Mqtt,
             host: "127.0.0.1".into(),
             port: 1883,
-        }),
+            path: String::new(),
+        });
+    }
+    MqttConfig {
+        url,
+        endpoints,
+        protocol,
+        proxy,
         client_id,
         username,
         password_file,
@@ -379,17 +439,29 @@ fn mqtt(t: &Table, gateway: &str, r: &mut Report) -> MqttConfig {
     }
 }
 
-/// `mqtt://host[:port]` or `mqtts://host[:port]`, nothing more.
+/// `mqtt://host[:port]`, `mqtts://host[:port]`, `ws://host[:port][/path]`
+/// or `wss://host[:port][/path]`, nothing more.
 pub(super) fn parse_url(url: &str) -> Result<Endpoint, String> {
-    let expected = "use mqtt://host:port, or mqtts://host:port for TLS";
+    let expected = "use mqtt://host:port, mqtts://host:port for TLS, or ws:// or wss://host:port/path for WebSocket";
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!("{url:?} is not a URL; {expected}"));
     };
-    let (tls, default_port) = match scheme.to_ascii_lowercase().as_str() {
-        "mqtt" => (false, 1883),
-        "mqtts" => (true, 8883),
+    let (scheme, default_port) = match scheme.to_ascii_lowercase().as_str() {
+        "mqtt" => (Scheme::Mqtt, 1883),
+        "mqtts" => (Scheme::Mqtts, 8883),
+        "ws" => (Scheme::Ws, 80),
+        "wss" => (Scheme::Wss, 443),
         _ => return Err(format!("unsupported scheme \"{scheme}://\"; {expected}")),
     };
+    let websocket = matches!(scheme, Scheme::Ws | Scheme::Wss);
+    let (rest, path) = match (websocket, rest.find('/')) {
+        (true, Some(i)) => (&rest[..i], rest[i..].to_string()),
+        (true, None) => (rest, "/mqtt".to_string()),
+        (false, _) => (rest, String::new()),
+    };
+    if path.contains(['?', '#', ' ']) {
+        return Err(format!("{url:?}: the WebSocket path must be a plain path"));
+    }
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.contains(['/', '?', '#']) {
         return Err(format!("{url:?} has a path or query; {expected}"));
@@ -443,10 +515,37 @@ pub(super) fn parse_url(url: &str) -> Result<Endpoint, String> {
         },
     };
     Ok(Endpoint {
-        tls,
+        scheme,
         host: host.to_string(),
         port,
+        path,
     })
+}
+
+/// `http://host:port` (the proxy's own address; credentials come from a
+/// file, never the config).
+fn parse_proxy(url: &str) -> Result<(String, u16), String> {
+    let expected = "use http://host:port (user and password go in mqtt.proxy_credentials_file)";
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url:?}: {expected}"))?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['@', '/', '?', '#']) {
+        return Err(format!("{url:?}: {expected}"));
+    }
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{url:?} has no port; {expected}"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host; {expected}"));
+    }
+    match port.parse::<u16>() {
+        Ok(port) if port != 0 => Ok((host.to_string(), port)),
+        _ => Err(format!(
+            "{url:?}: port {port:?} is not a number from 1 to 65535"
+        )),
+    }
 }
 
 /// Fills `{gateway}`; an empty template disables the status topic.

@@ -69,13 +69,15 @@ fn the_example_config_is_valid_and_runs_on_a_laptop() {
     let config = valid(EXAMPLE);
     assert_eq!(config.coap.listen, vec!["127.0.0.1:5683".parse().unwrap()]);
     assert_eq!(
-        config.mqtt.endpoint,
-        Endpoint {
-            tls: false,
+        config.mqtt.endpoints,
+        vec![Endpoint {
+            scheme: Scheme::Mqtt,
             host: "127.0.0.1".into(),
-            port: 1883
-        }
+            port: 1883,
+            path: String::new(),
+        }]
     );
+    assert_eq!(config.mqtt.protocol, Protocol::Auto);
     assert_eq!(config.store.path, PathBuf::from("coap2mqtt-queue"));
     assert!(config.store.path.is_relative());
     assert_eq!(config.routes.len(), 3);
@@ -221,8 +223,8 @@ fn every_key_can_be_set() {
         (1024, 10, 2)
     );
     assert_eq!((c.coap.block_lifetime_s, c.coap.full_retry_after_s), (5, 9));
-    assert_eq!(c.mqtt.endpoint.port, 8883);
-    assert!(c.mqtt.endpoint.tls);
+    assert_eq!(c.mqtt.endpoints[0].port, 8883);
+    assert!(c.mqtt.endpoints[0].tls());
     assert_eq!(c.mqtt.client_id, "me");
     assert_eq!(c.mqtt.username.as_deref(), Some("u"));
     assert_eq!(c.mqtt.password_file, Some(PathBuf::from("/run/pw")));
@@ -352,25 +354,35 @@ fn missing_url_is_an_error() {
 
 #[test]
 fn urls_parse_into_endpoints() {
-    let ep = |tls, host: &str, port| Endpoint {
-        tls,
+    let ep = |scheme, host: &str, port, path: &str| Endpoint {
+        scheme,
         host: host.into(),
         port,
+        path: path.into(),
     };
     let parse = sections::parse_url;
-    assert_eq!(parse("mqtt://b"), Ok(ep(false, "b", 1883)));
-    assert_eq!(parse("mqtt://b:1884"), Ok(ep(false, "b", 1884)));
+    assert_eq!(parse("mqtt://b"), Ok(ep(Scheme::Mqtt, "b", 1883, "")));
+    assert_eq!(parse("mqtt://b:1884"), Ok(ep(Scheme::Mqtt, "b", 1884, "")));
     assert_eq!(
         parse("mqtts://b.example.com"),
-        Ok(ep(true, "b.example.com", 8883))
+        Ok(ep(Scheme::Mqtts, "b.example.com", 8883, ""))
     );
-    assert_eq!(parse("MQTTS://b:443/"), Ok(ep(true, "b", 443)));
-    assert_eq!(parse("mqtt://[::1]"), Ok(ep(false, "::1", 1883)));
-    assert_eq!(parse("mqtts://[fe80::1]:9"), Ok(ep(true, "fe80::1", 9)));
+    assert_eq!(parse("MQTTS://b:443/"), Ok(ep(Scheme::Mqtts, "b", 443, "")));
+    assert_eq!(parse("mqtt://[::1]"), Ok(ep(Scheme::Mqtt, "::1", 1883, "")));
+    assert_eq!(
+        parse("mqtts://[fe80::1]:9"),
+        Ok(ep(Scheme::Mqtts, "fe80::1", 9, ""))
+    );
+    assert_eq!(parse("ws://b"), Ok(ep(Scheme::Ws, "b", 80, "/mqtt")));
+    assert_eq!(
+        parse("wss://b.example.com/ws/mqtt"),
+        Ok(ep(Scheme::Wss, "b.example.com", 443, "/ws/mqtt"))
+    );
+    assert_eq!(parse("wss://b:8443/"), Ok(ep(Scheme::Wss, "b", 8443, "/")));
     for bad in [
         "b:1883",
         "tcp://b",
-        "ws://b",
+        "http://b",
         "mqtt://",
         "mqtt://:1883",
         "mqtt://b:0",
@@ -383,9 +395,83 @@ fn urls_parse_into_endpoints() {
         "mqtt://[nope]",
         "mqtt://::1",
         "mqtt://b c",
+        "wss://u:p@b/mqtt",
+        "wss://b/mqtt?x=1",
     ] {
         assert!(parse(bad).is_err(), "{bad:?}");
     }
+}
+
+#[test]
+fn a_list_of_brokers_is_tried_in_order() {
+    let c = valid(&doc(&[
+        "[mqtt]",
+        "url = [\"mqtt://n1:4222\", \"mqtt://n2:4223\", \"wss://cloud.example.com/mqtt\"]",
+        "ca_file = \"ca.pem\"",
+        "[[route]]",
+        "resource = \"a\"",
+        "topic = \"b\"",
+    ]));
+    let hosts: Vec<&str> = c.mqtt.endpoints.iter().map(|e| e.host.as_str()).collect();
+    assert_eq!(hosts, ["n1", "n2", "cloud.example.com"]);
+}
+
+#[test]
+fn tls_keys_with_only_plain_brokers_are_an_error_naming_the_key() {
+    let got = problem(&doc(&[
+        "[mqtt]",
+        "url = \"ws://b/mqtt\"",
+        "ca_file = \"ca.pem\"",
+        "[[route]]",
+        "resource = \"a\"",
+        "topic = \"b\"",
+    ]));
+    assert!(
+        got.starts_with("c.toml:3: mqtt.ca_file: is only used with mqtts:// or wss://"),
+        "{got}"
+    );
+}
+
+#[test]
+fn protocol_and_proxy_are_checked() {
+    let c = valid(&doc(&[
+        "[mqtt]",
+        "url = \"mqtt://b\"",
+        "protocol = \"3.1.1\"",
+        "proxy = \"http://proxy.lan:3128\"",
+        "[[route]]",
+        "resource = \"a\"",
+        "topic = \"b\"",
+    ]));
+    assert_eq!(c.mqtt.protocol, Protocol::V311);
+    assert_eq!(
+        c.mqtt.proxy.as_ref().map(|p| (p.host.as_str(), p.port)),
+        Some(("proxy.lan", 3128))
+    );
+    let unknown = problem(&doc(&[
+        "[mqtt]",
+        "url = \"mqtt://b\"",
+        "protocol = \"4\"",
+        "[[route]]",
+        "resource = \"a\"",
+        "topic = \"b\"",
+    ]));
+    assert!(
+        unknown.starts_with("c.toml:3: mqtt.protocol: unknown protocol \"4\""),
+        "{unknown}"
+    );
+    let no_host = problem(&doc(&[
+        "[mqtt]",
+        "url = \"mqtt://b\"",
+        "proxy = \"http://:3128\"",
+        "[[route]]",
+        "resource = \"a\"",
+        "topic = \"b\"",
+    ]));
+    assert!(
+        no_host.starts_with("c.toml:3: mqtt.proxy: \"http://:3128\" has no host"),
+        "{no_host}"
+    );
 }
 
 #[test]
@@ -518,7 +604,7 @@ fn tls_options_with_plain_mqtt_are_refused() {
     .iter()
     .map(|(line, key)| {
         format!(
-            "c.toml:{line}: mqtt.{key}: is only used with mqtts://, and mqtt.url is \"mqtt://b\""
+            "c.toml:{line}: mqtt.{key}: is only used with mqtts:// or wss://, and mqtt.url is \"mqtt://b\""
         )
     })
     .collect();

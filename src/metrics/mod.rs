@@ -141,7 +141,17 @@ impl Metrics {
         let (depth, bytes) = self.queue.depth();
         let uplink = match self.uplink.get() {
             Some(u) if u.stats.connected.load(std::sync::atomic::Ordering::Relaxed) => {
-                format!("connected to {}", u.broker)
+                let current = u
+                    .stats
+                    .broker
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                let version = match u.stats.version.load(std::sync::atomic::Ordering::Relaxed) {
+                    5 => "MQTT 5",
+                    _ => "MQTT 3.1.1",
+                };
+                format!("connected to {current} ({version})")
             }
             Some(u) => format!("not connected to {}", u.broker),
             None => "starting".into(),

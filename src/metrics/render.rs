@@ -333,6 +333,27 @@ fn uplink(o: &mut Out, m: &Metrics) {
         "1 while connected to the broker.",
         u8::from(s.connected.load(Relaxed)),
     );
+    o.one(
+        "mqtt_protocol_version",
+        "gauge",
+        "The MQTT version of the current session: 4 (3.1.1) or 5; 0 when not connected.",
+        s.version.load(Relaxed),
+    );
+    o.head(
+        "mqtt_puback_refusals_total",
+        "counter",
+        "MQTT 5 PUBACKs with a failing reason code, by reason (not acks: retried or dead-lettered).",
+    );
+    for (i, n) in s.nacks.iter().enumerate() {
+        let reason = crate::uplink::NACK_REASONS
+            .get(i)
+            .map_or("other", |code| crate::uplink::session::reason_name(*code));
+        o.value(
+            "mqtt_puback_refusals_total",
+            &format!("reason=\"{reason}\""),
+            n.load(Relaxed),
+        );
+    }
     for (name, help, n) in [
         (
             "mqtt_connects_total",
@@ -363,6 +384,16 @@ fn uplink(o: &mut Out, m: &Metrics) {
             "mqtt_dead_lettered_total",
             "Messages the uplink moved to the dead letters.",
             &s.dead_lettered,
+        ),
+        (
+            "mqtt_expired_total",
+            "Messages removed unpublished: they waited longer than their route's expiry_s.",
+            &s.expired,
+        ),
+        (
+            "mqtt_failovers_total",
+            "Sessions on a broker other than the previous session's.",
+            &s.failovers,
         ),
     ] {
         o.one(name, "counter", help, n.load(Relaxed));

@@ -1,35 +1,35 @@
-//! The uplink: one MQTT session at a time, publishing the queue in order.
+//! The uplink: one MQTT session at a time, publishing the queue in order,
+//! to the first broker of the list that answers.
 //!
 //! The queue is the only truth about what is undelivered. rumqttc silently
 //! forgets its pending publishes when a session is not resumed, so every
-//! connection gets a fresh client and event loop, and publishing starts again
-//! from the oldest queued message. A message leaves the queue only on its
-//! PUBACK (QoS 1) or once written to the socket (QoS 0).
+//! connection gets a fresh client, and publishing starts again from the
+//! oldest queued message. What the events mean for the queue is decided in
+//! `session.rs` (sans-IO, tested alone); `client.rs` speaks MQTT 3.1.1 or 5
+//! through rumqttc; this file connects, fails over, and carries out the
+//! decisions.
 //!
-//! rumqttc's `publish` does not say which packet id a message got: it emits
-//! `Outgoing::Publish(pkid)` for each publish, in request order. So the
-//! session keeps the messages it handed to the client in a FIFO and pairs
-//! each such event with the front of it.
-//!
-//! A message the broker keeps refusing (it closes the connection while that
-//! message is the oldest in flight) is retried alone; after `max_attempts`
-//! such connections it is dead-lettered so it never blocks the queue.
-//! Timeouts and refused connections never count against a message: an
-//! outage is not the message's fault.
+//! Brokers: `mqtt.url` may list several (a cluster's nodes, a primary and a
+//! standby). A round tries them in turn from the last one that worked; the
+//! first that answers gets the session; a lost session starts a new round,
+//! after the reconnect backoff, from the same broker. Protocol: with
+//! `auto`, MQTT 5 first and, for a broker whose answer shows it does not
+//! speak 5, 3.1.1 from then on (said once in the log).
 
 pub mod backoff;
+pub mod client;
+pub mod properties;
 pub mod session;
 pub mod tls;
 
-use crate::message::{publish_packet_size, Qos};
-use crate::store::{Command, Queue, Queued, Seq, StoreHandle};
+use crate::config::{Endpoint, Protocol};
+use crate::message::Qos;
+use crate::store::{Command, Queue, Queued, Reader, Seq, StoreHandle};
 use backoff::Backoff;
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    StateError, TlsConfiguration, Transport,
-};
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use client::{Connection, Lost, Observed, Outbound, Version};
+use session::{Admission, Core, Decision, Session, Slot};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -41,12 +41,23 @@ const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
 /// A connection that lived this long resets the reconnect backoff.
 const STABLE_SESSION: Duration = Duration::from_secs(10);
 
+/// An HTTP CONNECT proxy, credentials read.
+#[derive(Clone)]
+pub struct ProxySettings {
+    pub host: String,
+    pub port: u16,
+    pub credentials: Option<(String, String)>,
+}
+
 /// Everything the uplink needs, resolved from the config at start.
 #[derive(Clone)]
 pub struct Settings {
-    pub host: String,
-    pub port: u16,
+    /// The brokers, in the order to try them; never empty.
+    pub brokers: Vec<Endpoint>,
+    pub protocol: Protocol,
+    /// For every TLS broker (mqtts, wss).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub proxy: Option<ProxySettings>,
     pub client_id: String,
     pub credentials: Option<(String, String)>,
     pub keep_alive: Duration,
@@ -57,15 +68,20 @@ pub struct Settings {
     pub connect_timeout: Duration,
     pub max_packet_size: usize,
     pub max_attempts: u32,
+    /// `gateway.id`, sent with every MQTT 5 publish.
+    pub gateway: String,
 }
 
 impl Settings {
-    /// `mqtt://host:port` or `mqtts://host:port`, for logs.
-    pub fn url(&self) -> String {
-        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
-        format!("{scheme}://{}:{}", self.host, self.port)
+    /// The brokers' URLs, for logs.
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self.brokers.iter().map(Endpoint::url).collect();
+        urls.join(", ")
     }
 }
+
+/// The MQTT 5 PUBACK reason codes counted apart (the rest as "other").
+pub const NACK_REASONS: [u8; 8] = [0x80, 0x83, 0x87, 0x90, 0x91, 0x95, 0x97, 0x99];
 
 /// Figures for metrics and status.
 #[derive(Debug, Default)]
@@ -78,22 +94,42 @@ pub struct Stats {
     /// Messages published again in a later session (at-least-once retries).
     pub resent: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Messages that waited longer than their route's `expiry_s`.
+    pub expired: AtomicU64,
+    /// PUBACKs with a failing reason, by [`NACK_REASONS`] (last: other).
+    pub nacks: [AtomicU64; NACK_REASONS.len() + 1],
+    /// Sessions on a broker other than the previous session's.
+    pub failovers: AtomicU64,
+    /// 0 not connected, 4 MQTT 3.1.1, 5 MQTT 5.
+    pub version: AtomicU8,
+    /// The broker of the current (or last) session.
+    pub broker: Mutex<String>,
     pub last_error: Mutex<Option<String>>,
 }
 
-/// What the session handed to rumqttc, waiting for its packet id or ack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    Message { seq: Seq, qos: Qos },
-    Status,
+impl Stats {
+    fn count_nack(&self, reason: u8) {
+        let i = NACK_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(NACK_REASONS.len());
+        self.nacks[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn set_error(&self, error: &str) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+    }
 }
 
 enum SessionEnd {
     Shutdown,
-    Lost {
-        connected_for: Option<Duration>,
-        error: ConnectionError,
-    },
+    Lost { lived: Duration, why: String },
+}
+
+enum Attempt {
+    Up(Connection, session::Limits),
+    Failed(Lost),
+    Shutdown,
 }
 
 pub struct Uplink<R> {
@@ -101,23 +137,22 @@ pub struct Uplink<R> {
     queue: Queue,
     store: StoreHandle<R>,
     stats: Arc<Stats>,
-    /// Connections each message has seen the broker close while it was the
-    /// oldest in flight.
-    strikes: HashMap<Seq, u32>,
-    /// The highest sequence number ever handed to a client: anything at or
-    /// below it is published again.
-    highest_published: Option<Seq>,
+    core: Core,
+    /// Per broker, under `auto`: the version it was found to speak.
+    learned: Vec<Option<Version>>,
 }
 
 impl<R: Send + 'static> Uplink<R> {
     pub fn new(settings: Settings, queue: Queue, store: StoreHandle<R>) -> Uplink<R> {
+        let brokers = settings.brokers.len();
+        let core = Core::new(settings.max_attempts);
         Uplink {
             settings,
             queue,
             store,
             stats: Arc::new(Stats::default()),
-            strikes: HashMap::new(),
-            highest_published: None,
+            core,
+            learned: vec![None; brokers],
         }
     }
 
@@ -128,41 +163,50 @@ impl<R: Send + 'static> Uplink<R> {
     /// Runs sessions until `shutdown` turns true.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(self.settings.reconnect_min, self.settings.reconnect_max);
-        let url = self.settings.url();
+        let brokers = self.settings.brokers.len().max(1);
+        let mut last_good = 0usize;
+        let mut last_session: Option<usize> = None;
         loop {
-            if *shutdown.borrow() {
-                return;
-            }
-            match self.session(&mut shutdown).await {
-                SessionEnd::Shutdown => return,
-                SessionEnd::Lost {
-                    connected_for,
-                    error,
-                } => {
-                    self.stats.connected.store(false, Ordering::Relaxed);
-                    *self
-                        .stats
-                        .last_error
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
-                    match connected_for {
-                        Some(lived) => {
-                            log::warn!(mqtt_broker = url.as_str(); "uplink: lost {url} after {lived:.1?}: {error}");
-                            if lived >= STABLE_SESSION {
-                                backoff.reset();
+            for i in 0..brokers {
+                if *shutdown.borrow() {
+                    return;
+                }
+                let index = (last_good + i) % brokers;
+                let url = self.settings.brokers[index].url();
+                match self.connect(index, &mut shutdown).await {
+                    Attempt::Shutdown => return,
+                    Attempt::Failed(lost) => {
+                        self.stats
+                            .connection_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.stats.set_error(&lost.why);
+                        log::warn!(mqtt_broker = url.as_str(); "uplink: cannot connect to {url}: {}", lost.why);
+                    }
+                    Attempt::Up(connection, limits) => {
+                        if last_session.is_some_and(|previous| previous != index) {
+                            self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+                            log::warn!(mqtt_broker = url.as_str(); "uplink: failed over to {url}");
+                        }
+                        last_good = index;
+                        last_session = Some(index);
+                        match self.session(connection, limits, &url, &mut shutdown).await {
+                            SessionEnd::Shutdown => return,
+                            SessionEnd::Lost { lived, why } => {
+                                self.stats.connected.store(false, Ordering::Relaxed);
+                                self.stats.version.store(0, Ordering::Relaxed);
+                                self.stats.set_error(&why);
+                                log::warn!(mqtt_broker = url.as_str(); "uplink: lost {url} after {lived:.1?}: {why}");
+                                if lived >= STABLE_SESSION {
+                                    backoff.reset();
+                                }
                             }
                         }
-                        None => {
-                            self.stats
-                                .connection_failures
-                                .fetch_add(1, Ordering::Relaxed);
-                            log::warn!(mqtt_broker = url.as_str(); "uplink: cannot connect to {url}: {}", explain(&error));
-                        }
+                        break;
                     }
                 }
             }
             let delay = backoff.next_delay(rand::random::<f64>());
-            log::debug!("uplink: reconnecting in {delay:.1?}");
+            log::debug!("uplink: trying again in {delay:.1?}");
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.changed() => return,
@@ -170,422 +214,347 @@ impl<R: Send + 'static> Uplink<R> {
         }
     }
 
-    fn options(&self) -> MqttOptions {
-        let s = &self.settings;
-        let mut options = MqttOptions::new(&s.client_id, &s.host, s.port);
-        options
-            .set_keep_alive(s.keep_alive.max(Duration::from_secs(1)))
-            .set_clean_session(true)
-            .set_inflight(s.inflight.max(1))
-            .set_request_channel_capacity(usize::from(s.inflight.max(1)) + 8)
-            // Outgoing limit: ours, checked before publishing; incoming
-            // packets are only acks.
-            .set_max_packet_size(16 * 1024, s.max_packet_size.saturating_add(1024));
-        if let Some(tls) = &s.tls {
-            options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                tls.clone(),
-            )));
-        }
-        if let Some((user, password)) = &s.credentials {
-            options.set_credentials(user, password);
-        }
-        if let Some(topic) = &s.status_topic {
-            options.set_last_will(LastWill::new(topic, "offline", QoS::AtLeastOnce, true));
-        }
-        options
-    }
-
-    async fn session(&mut self, shutdown: &mut watch::Receiver<bool>) -> SessionEnd {
-        let (client, mut events) = AsyncClient::new(
-            self.options(),
-            usize::from(self.settings.inflight.max(1)) + 8,
-        );
-        let mut network = events.network_options();
-        network.set_connection_timeout(self.settings.connect_timeout.as_secs().max(1));
-        events.set_network_options(network);
-
-        let connack = tokio::select! {
-            r = events.poll() => r,
-            _ = shutdown.changed() => return SessionEnd::Shutdown,
+    /// Connects to broker `index`, in the version the config asks for or,
+    /// under `auto`, the one it was found to speak (5 until shown otherwise).
+    async fn connect(&mut self, index: usize, shutdown: &mut watch::Receiver<bool>) -> Attempt {
+        let endpoint = self.settings.brokers[index].clone();
+        let version = match self.settings.protocol {
+            Protocol::V5 => Version::V5,
+            Protocol::V311 => Version::V311,
+            Protocol::Auto => self.learned[index].unwrap_or(Version::V5),
         };
-        match connack {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {}
-            Ok(other) => {
-                log::warn!("uplink: expected CONNACK, got {other:?}");
-                return SessionEnd::Lost {
-                    connected_for: None,
-                    error: ConnectionError::MqttState(StateError::ConnectionAborted),
-                };
+        if endpoint.tls() && self.settings.tls.is_none() {
+            return Attempt::Failed(Lost {
+                why: "no TLS configuration for a TLS broker".into(),
+                by_broker: false,
+                maybe_not_v5: false,
+            });
+        }
+        let first = tokio::select! {
+            r = Connection::open(&self.settings, &endpoint, version) => r,
+            _ = shutdown.changed() => return Attempt::Shutdown,
+        };
+        match first {
+            Ok((connection, limits)) => {
+                if self.settings.protocol == Protocol::Auto {
+                    self.learned[index] = Some(version);
+                }
+                Attempt::Up(connection, limits)
             }
-            Err(error) => {
-                return SessionEnd::Lost {
-                    connected_for: None,
-                    error,
+            Err(lost)
+                if self.settings.protocol == Protocol::Auto
+                    && version == Version::V5
+                    && lost.maybe_not_v5
+                    && self.learned[index].is_none() =>
+            {
+                let second = tokio::select! {
+                    r = Connection::open(&self.settings, &endpoint, Version::V311) => r,
+                    _ = shutdown.changed() => return Attempt::Shutdown,
+                };
+                match second {
+                    Ok((connection, limits)) => {
+                        self.learned[index] = Some(Version::V311);
+                        log::warn!(
+                            mqtt_broker = endpoint.url().as_str();
+                            "uplink: {} does not speak MQTT 5 ({}); using MQTT 3.1.1 with it",
+                            endpoint.url(),
+                            lost.why
+                        );
+                        Attempt::Up(connection, limits)
+                    }
+                    Err(_) => Attempt::Failed(lost),
                 }
             }
+            Err(lost) => Attempt::Failed(lost),
         }
+    }
+
+    async fn session(
+        &mut self,
+        mut connection: Connection,
+        limits: session::Limits,
+        url: &str,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> SessionEnd {
         let since = Instant::now();
+        let (mut session, doomed) = self.core.begin(
+            limits,
+            self.settings.inflight,
+            self.settings.max_packet_size,
+        );
+        for decision in doomed {
+            self.carry_out(decision).await;
+        }
         self.stats.connected.store(true, Ordering::Relaxed);
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        self.stats.version.store(
+            match connection.version {
+                Version::V311 => 4,
+                Version::V5 => 5,
+            },
+            Ordering::Relaxed,
+        );
+        *self.stats.broker.lock().unwrap_or_else(|p| p.into_inner()) = url.to_string();
         log::info!(
-            mqtt_broker = self.settings.url().as_str();
-            "uplink: connected to {}; {} queued messages to send",
-            self.settings.url(),
+            mqtt_broker = url;
+            "uplink: connected to {url} ({}); {} queued messages to send",
+            connection.version.name(),
             self.queue.depth().0
         );
-        self.dead_letter_repeat_offenders().await;
-
-        // From here on the event loop is polled by a task of its own: a
-        // poll must never be dropped half-way (see `EventPump`).
-        let mut events = EventPump::start(events);
-        let mut session = Session::default();
         if let Some(topic) = &self.settings.status_topic {
-            if client
-                .try_publish(topic, QoS::AtLeastOnce, true, "online")
-                .is_ok()
-            {
-                session.unwritten.push_back(Slot::Status);
+            if connection.publish(status(topic, "online")) {
+                self.core.handed(&mut session, Slot::Status);
             }
         }
-        // Messages the broker closed connections on go first, one at a time.
-        session.probing = !self.strikes.is_empty();
+        let mut feed = Feed::default();
         let mut closing_since: Option<Instant> = None;
-
         loop {
             if closing_since.is_none() {
-                if let Err(e) = self.fill_window(&client, &mut session).await {
+                if let Err(e) = self.fill_window(&connection, &mut session, &mut feed).await {
                     log::error!("uplink: cannot read the queue: {e}");
                 }
             }
-            let idle = session.exhausted && session.ahead.is_empty();
+            let idle = feed.exhausted && feed.ahead.is_empty();
             let goodbye_deadline = closing_since.map(|t| t + GOODBYE_TIMEOUT);
             tokio::select! {
                 biased;
                 _ = shutdown.changed(), if closing_since.is_none() => {
                     closing_since = Some(Instant::now());
                     match &self.settings.status_topic {
-                        Some(topic) if client.try_publish(topic, QoS::AtLeastOnce, true, "offline").is_ok() => {
-                            session.unwritten.push_back(Slot::Status);
+                        Some(topic) if connection.publish(status(topic, "offline")) => {
+                            self.core.handed(&mut session, Slot::Status);
                             session.goodbye_pending = true;
                         }
-                        _ => {
-                            let _ = client.try_disconnect();
-                        }
+                        _ => connection.disconnect(),
                     }
                 }
                 _ = sleep_until(goodbye_deadline) => {
                     log::warn!("uplink: broker did not confirm 'offline' in time; closing anyway");
                     return SessionEnd::Shutdown;
                 }
-                event = events.next() => match event {
-                    Ok(event) => {
-                        let done = self.on_event(event, &mut session).await;
-                        if done && closing_since.is_some() {
-                            let _ = client.try_disconnect();
-                            // Let the event loop write the DISCONNECT.
-                            let _ = tokio::time::timeout(Duration::from_millis(500), events.until_disconnect_written()).await;
-                            return SessionEnd::Shutdown;
+                event = connection.events.next() => match event {
+                    Ok(Observed::Written(pkid)) => {
+                        self.stats.published.fetch_add(1, Ordering::Relaxed);
+                        let decision = self.core.written(&mut session, pkid);
+                        self.carry_out(decision).await;
+                    }
+                    Ok(Observed::Acked { pkid, reason }) => {
+                        if reason >= 0x80 {
+                            self.stats.count_nack(reason);
+                        }
+                        match self.core.acked(&mut session, pkid, reason) {
+                            Decision::GoodbyeDone => {
+                                connection.disconnect();
+                                // Let the event loop write the DISCONNECT.
+                                let _ = tokio::time::timeout(
+                                    Duration::from_millis(500),
+                                    connection.events.until_disconnect_written(),
+                                )
+                                .await;
+                                return SessionEnd::Shutdown;
+                            }
+                            Decision::Reconnect(why) if closing_since.is_none() => {
+                                return SessionEnd::Lost { lived: since.elapsed(), why };
+                            }
+                            decision => {
+                                if matches!(decision, Decision::Remove(_)) {
+                                    self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                                }
+                                self.carry_out(decision).await;
+                            }
                         }
                     }
-                    Err(error) => {
+                    Ok(_) => {}
+                    Err(lost) => {
                         if closing_since.is_some() {
                             return SessionEnd::Shutdown;
                         }
-                        self.blame(&session, &error);
-                        return SessionEnd::Lost { connected_for: Some(since.elapsed()), error };
+                        if let Some((seq, n)) = self.core.closed(&session, lost.by_broker) {
+                            log::warn!(
+                                queue_seq = seq;
+                                "uplink: broker closed the connection with message {seq} in flight ({n} times)"
+                            );
+                        }
+                        return SessionEnd::Lost { lived: since.elapsed(), why: lost.why };
                     }
                 },
                 _ = self.queue.wait_for_new(), if idle && closing_since.is_none() => {
-                    session.exhausted = false;
+                    feed.exhausted = false;
                 }
             }
         }
     }
 
-    /// Hands queued messages to the client while the in-flight window has
-    /// room. Reads from the store run on tokio's blocking pool: file reads
-    /// must not hold up the runtime's workers.
+    /// Hands queued messages to the client while the window has room.
+    /// Reads from the store run on tokio's blocking pool: file reads must
+    /// not hold up the runtime's workers.
     async fn fill_window(
         &mut self,
-        client: &AsyncClient,
+        connection: &Connection,
         session: &mut Session,
+        feed: &mut Feed,
     ) -> Result<(), crate::store::StoreError> {
-        let window = if session.probing {
-            1
-        } else {
-            usize::from(self.settings.inflight.max(1))
-        };
-        while session.in_flight() < window {
-            if session.ahead.is_empty() {
-                if session.exhausted {
-                    return Ok(());
-                }
-                let queue = self.queue.clone();
-                let mut reader = session.reader.take().unwrap_or_else(|| queue.reader());
-                let (reader, batch) = tokio::task::spawn_blocking(move || {
-                    let batch = queue.read(&mut reader, READ_AHEAD);
-                    (reader, batch)
-                })
-                .await
-                .map_err(|e| crate::store::StoreError::Io {
-                    path: self.queue.path().to_path_buf(),
-                    source: std::io::Error::other(e),
-                })?;
-                session.reader = Some(reader);
-                let batch = batch?;
-                if batch.is_empty() {
-                    session.exhausted = true;
-                    return Ok(());
-                }
-                for item in batch {
-                    match item {
-                        Ok(queued) => session.ahead.push_back(queued),
-                        Err(lost) => {
-                            let store = self.store.clone();
-                            tokio::spawn(async move {
-                                let _ = store
-                                    .send(Command::Lost {
-                                        first: lost.first,
-                                        end: lost.end,
-                                        reason: lost.reason,
-                                    })
-                                    .await;
-                            });
-                        }
-                    }
-                }
-                continue;
-            }
-            let Some(next) = session.ahead.pop_front() else {
-                continue;
+        while session.room() > 0 {
+            let Some(next) = feed.next(&self.queue, &self.store).await? else {
+                return Ok(());
             };
-            let message = &next.message;
-            let size = publish_packet_size(&message.topic, message.payload.len());
-            if size > self.settings.max_packet_size {
-                self.dead_letter_now(
-                    next.seq,
-                    format!(
-                        "MQTT packet of {size} bytes exceeds mqtt.max_packet_size ({})",
-                        self.settings.max_packet_size
-                    ),
-                );
-                continue;
-            }
-            let qos = match message.qos {
-                Qos::AtMostOnce => QoS::AtMostOnce,
-                Qos::AtLeastOnce => QoS::AtLeastOnce,
+            let Queued {
+                seq,
+                message,
+                received_ms,
+            } = next;
+            let size = match connection.version {
+                Version::V311 => properties::packet_size_v311(&message),
+                Version::V5 => properties::packet_size_v5(&message, &self.settings.gateway),
             };
-            let Queued { seq, message, .. } = next;
-            let topic = message.topic;
-            match client.try_publish(topic.clone(), qos, message.retain, message.payload) {
-                Ok(()) => {
-                    if self.highest_published.is_some_and(|h| seq <= h) {
-                        self.stats.resent.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        self.highest_published = Some(seq);
-                    }
-                    session.unwritten.push_back(Slot::Message {
-                        seq,
-                        qos: message.qos,
-                    })
+            let age_ms = crate::clock::now_ms().saturating_sub(received_ms);
+            match self
+                .core
+                .admit(session, size, age_ms, message.meta.expiry_s)
+            {
+                Admission::DeadLetter(reason) => {
+                    self.carry_out(Decision::DeadLetter(seq, reason)).await;
+                    continue;
                 }
-                Err(e) => {
-                    // The request channel is sized above the window, so this
-                    // means the event loop is gone; the session is ending.
-                    log::debug!("uplink: publish not queued: {e}");
-                    return Ok(());
+                Admission::Expired => {
+                    self.stats.expired.fetch_add(1, Ordering::Relaxed);
+                    log::debug!(queue_seq = seq; "uplink: message {seq} expired in the queue (route expiry_s)");
+                    self.carry_out(Decision::Remove(seq)).await;
+                    continue;
                 }
+                Admission::Publish => {}
+            }
+            let qos = message.qos;
+            let properties = match connection.version {
+                Version::V311 => None,
+                Version::V5 => Some(v5_properties(
+                    &self.settings.gateway,
+                    &message,
+                    seq,
+                    received_ms,
+                    age_ms,
+                )),
+            };
+            let sent = connection.publish(Outbound {
+                topic: message.topic,
+                payload: message.payload,
+                qos1: qos == Qos::AtLeastOnce,
+                retain: message.retain,
+                properties,
+            });
+            if !sent {
+                // The request channel is sized above the window, so this
+                // means the event loop is gone; the session is ending.
+                log::debug!("uplink: publish not queued: the connection is ending");
+                return Ok(());
+            }
+            if self.core.handed(session, Slot::Message { seq, qos }) {
+                self.stats.resent.fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(())
     }
 
-    /// Handles one event; true when a pending goodbye is confirmed.
-    async fn on_event(&mut self, event: Event, session: &mut Session) -> bool {
-        match event {
-            Event::Outgoing(Outgoing::Publish(pkid)) => {
-                let Some(slot) = session.unwritten.pop_front() else {
-                    log::error!("uplink: rumqttc sent a publish we did not ask for (pkid {pkid})");
-                    return false;
-                };
-                self.stats.published.fetch_add(1, Ordering::Relaxed);
-                match slot {
-                    Slot::Message {
-                        seq,
-                        qos: Qos::AtMostOnce,
-                    } => self.remove(seq).await,
-                    _ => {
-                        session.unacked.insert(pkid, slot);
+    async fn carry_out(&self, decision: Decision) {
+        match decision {
+            // If the committer is gone the daemon is stopping; the message
+            // stays queued and is sent again next time.
+            Decision::Remove(seq) => {
+                let _ = self.store.send(Command::Remove(seq)).await;
+            }
+            Decision::DeadLetter(seq, reason) => {
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                log::error!(queue_seq = seq; "uplink: message {seq} goes to dead letters: {reason}");
+                let _ = self.store.send(Command::DeadLetter { seq, reason }).await;
+            }
+            Decision::Keep | Decision::Reconnect(_) | Decision::GoodbyeDone => {}
+        }
+    }
+}
+
+/// Where a session reads the queue: a store reader from the oldest message
+/// on, and what it read ahead.
+#[derive(Default)]
+struct Feed {
+    ahead: VecDeque<Queued>,
+    reader: Option<Reader>,
+    /// The last read found nothing newer.
+    exhausted: bool,
+}
+
+impl Feed {
+    async fn next<R: Send + 'static>(
+        &mut self,
+        queue: &Queue,
+        store: &StoreHandle<R>,
+    ) -> Result<Option<Queued>, crate::store::StoreError> {
+        loop {
+            if let Some(next) = self.ahead.pop_front() {
+                return Ok(Some(next));
+            }
+            if self.exhausted {
+                return Ok(None);
+            }
+            let queue_for_read = queue.clone();
+            let mut reader = self.reader.take().unwrap_or_else(|| queue.reader());
+            let (reader, batch) = tokio::task::spawn_blocking(move || {
+                let batch = queue_for_read.read(&mut reader, READ_AHEAD);
+                (reader, batch)
+            })
+            .await
+            .map_err(|e| crate::store::StoreError::Io {
+                path: queue.path().to_path_buf(),
+                source: std::io::Error::other(e),
+            })?;
+            self.reader = Some(reader);
+            let batch = batch?;
+            if batch.is_empty() {
+                self.exhausted = true;
+                return Ok(None);
+            }
+            for item in batch {
+                match item {
+                    Ok(queued) => self.ahead.push_back(queued),
+                    Err(lost) => {
+                        let _ = store
+                            .send(Command::Lost {
+                                first: lost.first,
+                                end: lost.end,
+                                reason: lost.reason,
+                            })
+                            .await;
                     }
                 }
             }
-            Event::Incoming(Packet::PubAck(ack)) => match session.unacked.remove(&ack.pkid) {
-                Some(Slot::Message { seq, .. }) => {
-                    self.stats.acked.fetch_add(1, Ordering::Relaxed);
-                    // Messages go in queue order, so every suspect up to this
-                    // one has now been acked or has left the queue otherwise.
-                    self.strikes.retain(|suspect, _| *suspect > seq);
-                    session.probing = !self.strikes.is_empty();
-                    self.remove(seq).await;
-                }
-                Some(Slot::Status) => {
-                    if session.goodbye_pending {
-                        return true;
-                    }
-                }
-                None => log::debug!("uplink: PUBACK for unknown pkid {}", ack.pkid),
-            },
-            _ => {}
-        }
-        false
-    }
-
-    async fn remove(&self, seq: Seq) {
-        // If the committer is gone the daemon is stopping; the message stays
-        // queued and is sent again next time.
-        let _ = self.store.send(Command::Remove(seq)).await;
-    }
-
-    fn dead_letter_now(&self, seq: Seq, reason: String) {
-        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-        log::error!(queue_seq = seq; "uplink: message {seq} goes to dead letters: {reason}");
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            let _ = store.send(Command::DeadLetter { seq, reason }).await;
-        });
-    }
-
-    async fn dead_letter_repeat_offenders(&mut self) {
-        let limit = self.settings.max_attempts.max(1);
-        let doomed: Vec<Seq> = self
-            .strikes
-            .iter()
-            .filter(|(_, n)| **n >= limit)
-            .map(|(seq, _)| *seq)
-            .collect();
-        for seq in doomed {
-            self.strikes.remove(&seq);
-            self.dead_letter_now(
-                seq,
-                format!("the broker closed the connection {limit} times while this message was in flight"),
-            );
-        }
-    }
-
-    /// Charges a strike to the oldest message in flight when the broker
-    /// itself closed the connection (not a timeout or a refusal).
-    fn blame(&mut self, session: &Session, error: &ConnectionError) {
-        if !closed_by_broker(error) {
-            return;
-        }
-        let oldest = session
-            .unwritten
-            .iter()
-            .chain(session.unacked.values())
-            .filter_map(|slot| match slot {
-                Slot::Message { seq, .. } => Some(*seq),
-                Slot::Status => None,
-            })
-            .min();
-        if let Some(seq) = oldest {
-            let n = self.strikes.entry(seq).or_insert(0);
-            *n += 1;
-            log::warn!(
-                queue_seq = seq;
-                "uplink: broker closed the connection with message {seq} in flight ({n} times)"
-            );
         }
     }
 }
 
-/// The state of one connection; dropped with it.
-#[derive(Default)]
-struct Session {
-    /// Read from the queue, not yet handed to the client.
-    ahead: VecDeque<Queued>,
-    /// Where this connection reads the queue (from the oldest message on,
-    /// at its first read).
-    reader: Option<crate::store::Reader>,
-    /// The last read found nothing newer.
-    exhausted: bool,
-    /// Handed to the client; waiting for their `Outgoing::Publish` event.
-    unwritten: VecDeque<Slot>,
-    /// Written with a packet id; waiting for PUBACK.
-    unacked: HashMap<u16, Slot>,
-    /// Send one message at a time until the suspects are through.
-    probing: bool,
-    goodbye_pending: bool,
-}
-
-impl Session {
-    fn in_flight(&self) -> usize {
-        self.unwritten.len() + self.unacked.len()
+/// The retained status message.
+fn status(topic: &str, text: &str) -> Outbound {
+    Outbound {
+        topic: topic.to_string(),
+        payload: text.as_bytes().to_vec(),
+        qos1: true,
+        retain: true,
+        properties: None,
     }
 }
 
-fn closed_by_broker(error: &ConnectionError) -> bool {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-    if matches!(
-        error,
-        ConnectionError::MqttState(StateError::ConnectionAborted)
-    ) {
-        return true;
-    }
-    io_error(error).is_some_and(|e| {
-        matches!(
-            e.kind(),
-            ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe
-        )
-    })
-}
-
-/// The I/O error under a connection error, however rumqttc wrapped it: a
-/// read error surfaces through its codec as a decoding error around it.
-fn io_error(error: &ConnectionError) -> Option<&std::io::Error> {
-    match error {
-        ConnectionError::Io(e)
-        | ConnectionError::MqttState(StateError::Io(e))
-        | ConnectionError::MqttState(StateError::Deserialization(rumqttc::mqttbytes::Error::Io(
-            e,
-        ))) => Some(e),
-        _ => None,
-    }
-}
-
-/// A connect error in words an operator can act on.
-fn explain(error: &ConnectionError) -> String {
-    use rustls::AlertDescription as Alert;
-    match tls_alert(error) {
-        Some(Alert::CertificateRequired) => {
-            return "the broker requires a client certificate: set mqtt.client_cert and mqtt.client_key".into();
-        }
-        Some(
-            alert @ (Alert::BadCertificate
-            | Alert::UnknownCA
-            | Alert::CertificateUnknown
-            | Alert::AccessDenied),
-        ) => {
-            return format!("the broker refused our client certificate ({alert:?}): check that mqtt.client_cert is signed by a CA the broker trusts");
-        }
-        _ => {}
-    }
-    match error {
-        ConnectionError::Tls(e) => format!("TLS handshake failed: {e} (check mqtt.ca_file, client_cert, client_key and the broker's host name)"),
-        ConnectionError::ConnectionRefused(code) => format!("the broker refused the connection: {code:?} (check client_id, username and password_file)"),
-        ConnectionError::NetworkTimeout => "no CONNACK within the connect timeout (broker unreachable or not answering)".into(),
-        other => other.to_string(),
-    }
-}
-
-/// The TLS alert the broker sent, if that is what ended the connection
-/// (rustls reports it inside an I/O error).
-fn tls_alert(error: &ConnectionError) -> Option<rustls::AlertDescription> {
-    match io_error(error)?
-        .get_ref()?
-        .downcast_ref::<rustls::Error>()?
-    {
-        rustls::Error::AlertReceived(alert) => Some(*alert),
-        _ => None,
+fn v5_properties(
+    gateway: &str,
+    message: &crate::message::Message,
+    seq: Seq,
+    received_ms: u64,
+    age_ms: u64,
+) -> rumqttc::v5::mqttbytes::v5::PublishProperties {
+    let meta = &message.meta;
+    rumqttc::v5::mqttbytes::v5::PublishProperties {
+        payload_format_indicator: std::str::from_utf8(&message.payload).is_ok().then_some(1),
+        message_expiry_interval: properties::remaining_expiry(meta.expiry_s, age_ms),
+        content_type: Some(properties::content_type(meta.content_format).to_string()),
+        user_properties: properties::user_properties(gateway, meta, seq, received_ms),
+        ..Default::default()
     }
 }
 
@@ -593,100 +562,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Polls a connected event loop in a task of its own and hands its events
-/// over a channel.
-///
-/// Why: rumqttc 0.25 takes a request from its channel, records it (and
-/// queues its `Outgoing::Publish` event), then awaits the socket write and
-/// flush inside one `poll()`. A session that raced `poll()` against other
-/// futures in a `select!` dropped that poll whenever the queue woke it up:
-/// a publish could then be recorded as sent but never written (its
-/// in-flight slot never freed, its PUBACK never coming, the message stuck
-/// until the next reconnect), or left unflushed until the next keep-alive.
-/// Here a poll always runs to completion; the session waits on the channel,
-/// which is safe to drop at any point.
-struct EventPump {
-    events: tokio::sync::mpsc::Receiver<Result<Event, ConnectionError>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl EventPump {
-    /// Events buffered between the pump and the session.
-    const CAPACITY: usize = 64;
-
-    fn start(mut event_loop: EventLoop) -> EventPump {
-        let (tx, events) = tokio::sync::mpsc::channel(Self::CAPACITY);
-        let task = tokio::spawn(async move {
-            loop {
-                let event = event_loop.poll().await;
-                let failed = event.is_err();
-                if tx.send(event).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        EventPump { events, task }
-    }
-
-    /// The next event; an error ends the connection.
-    async fn next(&mut self) -> Result<Event, ConnectionError> {
-        match self.events.recv().await {
-            Some(event) => event,
-            // The pump only stops after sending its error, so this is a
-            // pump that panicked.
-            None => Err(ConnectionError::MqttState(StateError::ConnectionAborted)),
-        }
-    }
-
-    /// Waits until rumqttc reports the DISCONNECT as written, or the end.
-    async fn until_disconnect_written(&mut self) {
-        while let Some(Ok(event)) = self.events.recv().await {
-            if matches!(event, Event::Outgoing(Outgoing::Disconnect)) {
-                return;
-            }
-        }
-    }
-}
-
-impl Drop for EventPump {
-    /// The connection ends with the session: dropping the event loop (in
-    /// the aborted task) closes the socket.
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_missing_client_certificate_is_explained_with_the_keys_to_set() {
-        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
-        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, alert);
-        let error = ConnectionError::MqttState(StateError::Deserialization(
-            rumqttc::mqttbytes::Error::Io(io),
-        ));
-        assert!(explain(&error).contains("set mqtt.client_cert and mqtt.client_key"));
-    }
-
-    #[test]
-    fn only_a_broker_side_close_blames_a_message() {
-        let eof = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
-        assert!(closed_by_broker(&ConnectionError::Io(eof)));
-        assert!(closed_by_broker(&ConnectionError::MqttState(
-            StateError::ConnectionAborted
-        )));
-        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
-        assert!(closed_by_broker(&ConnectionError::MqttState(
-            StateError::Deserialization(rumqttc::mqttbytes::Error::Io(reset))
-        )));
-        assert!(!closed_by_broker(&ConnectionError::NetworkTimeout));
-        assert!(!closed_by_broker(&ConnectionError::MqttState(
-            StateError::AwaitPingResp
-        )));
     }
 }

@@ -51,8 +51,12 @@ pub struct BrokerTls {
 #[derive(Debug, Clone, Default)]
 pub struct BrokerOptions {
     pub tls: Option<BrokerTls>,
-    /// Extra lines appended verbatim to the generated mosquitto.conf.
+    /// Extra lines appended to the generated mosquitto.conf; `@DIR@`
+    /// stands for the broker's directory.
     pub extra_config: String,
+    /// Files written into the broker's directory before it starts (an ACL
+    /// file, say): (name, content).
+    pub files: Vec<(String, String)>,
 }
 
 /// A running (or stopped, restartable) mosquitto. Dropping it kills it.
@@ -81,6 +85,7 @@ impl Broker {
                 use_identity_as_username: require_client_cert,
             }),
             extra_config: String::new(),
+            files: Vec::new(),
         })
     }
 
@@ -102,6 +107,9 @@ impl Broker {
             let config = render_config(broker.port, broker.dir.path(), &options);
             std::fs::write(broker.dir.path().join("mosquitto.conf"), config)
                 .expect("write mosquitto.conf");
+            for (name, content) in &options.files {
+                std::fs::write(broker.dir.path().join(name), content).expect("write a broker file");
+            }
             match broker.try_launch() {
                 Ok(()) => return broker,
                 Err(Launch::PortTaken) if attempt < PORT_ATTEMPTS => continue,
@@ -292,7 +300,7 @@ fn render_config(port: u16, dir: &Path, options: &BrokerOptions) -> String {
         ));
     }
     if !options.extra_config.is_empty() {
-        config.push_str(&options.extra_config);
+        config.push_str(&options.extra_config.replace("@DIR@", &dir.to_string()));
         config.push('\n');
     }
     config

@@ -348,6 +348,8 @@ pub struct RouteConfig {
     pub methods: Option<Vec<String>>,
     pub qos: Option<u8>,
     pub retain: Option<bool>,
+    /// Any other key of the `[[route]]` table.
+    pub extra: Table,
 }
 
 impl RouteConfig {
@@ -358,7 +360,14 @@ impl RouteConfig {
             methods: None,
             qos: None,
             retain: None,
+            extra: Table::new(),
         }
+    }
+
+    /// Sets any other key of the route (`expiry_s`, `payload`, ...).
+    pub fn set(mut self, key: &str, value: impl Into<Value>) -> RouteConfig {
+        self.extra.insert(key.into(), value.into());
+        self
     }
 
     pub fn methods(mut self, methods: &[&str]) -> RouteConfig {
@@ -398,6 +407,8 @@ pub struct DaemonConfig {
     pub on_full: Option<String>,
     /// `[admin] listen = "127.0.0.1:PORT"` (metrics, /healthz).
     pub admin_port: Option<u16>,
+    /// Any other key of `[mqtt]` (`protocol`, `proxy`, a list as `url`...).
+    pub mqtt_extra: Table,
     pub routes: Vec<RouteConfig>,
 }
 
@@ -422,6 +433,7 @@ impl DaemonConfig {
             max_bytes: None,
             on_full: None,
             admin_port: None,
+            mqtt_extra: Table::new(),
             routes: Vec::new(),
         }
     }
@@ -436,6 +448,12 @@ impl DaemonConfig {
     pub fn client_identity(mut self, cert: &Path, key: &Path) -> DaemonConfig {
         self.client_cert = Some(cert.to_path_buf());
         self.client_key = Some(key.to_path_buf());
+        self
+    }
+
+    /// Sets any other key of `[mqtt]`.
+    pub fn mqtt(mut self, key: &str, value: impl Into<Value>) -> DaemonConfig {
+        self.mqtt_extra.insert(key.into(), value.into());
         self
     }
 
@@ -478,6 +496,9 @@ impl DaemonConfig {
         put(&mut mqtt, "ca_file", path(&self.ca_file));
         put(&mut mqtt, "client_cert", path(&self.client_cert));
         put(&mut mqtt, "client_key", path(&self.client_key));
+        for (k, v) in &self.mqtt_extra {
+            mqtt.insert(k.clone(), v.clone());
+        }
 
         let mut store = Table::new();
         store.insert("path".into(), self.store_path.clone().into());
@@ -503,6 +524,9 @@ impl DaemonConfig {
                     r.qos.map(|q| Value::Integer(i64::from(q))),
                 );
                 put(&mut route, "retain", r.retain);
+                for (k, v) in &r.extra {
+                    route.insert(k.clone(), v.clone());
+                }
                 Value::Table(route)
             })
             .collect();

@@ -49,6 +49,28 @@ pub struct Received {
     pub payload: Vec<u8>,
     pub qos: u8,
     pub retain: bool,
+    /// MQTT 5 subscribers only: what the publish carried.
+    pub v5: Option<V5Properties>,
+}
+
+/// The MQTT 5 properties of a received message, as mosquitto_sub prints
+/// them (empty when absent).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct V5Properties {
+    pub content_type: String,
+    pub payload_format: String,
+    pub expiry: String,
+    pub user: Vec<(String, String)>,
+}
+
+impl V5Properties {
+    /// The value of user property `key`.
+    pub fn user(&self, key: &str) -> Option<&str> {
+        self.user
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl Received {
@@ -135,23 +157,28 @@ impl Subscriber {
         Subscriber::start_at(MqttEndpoint::tls(port, certs), topic_filter)
     }
 
+    /// An MQTT 5 subscriber on a plain port: each message comes with the
+    /// properties it was published with.
+    pub fn start_v5(port: u16, topic_filter: &str) -> Subscriber {
+        Subscriber::launch(MqttEndpoint::plain(port), topic_filter, true)
+    }
+
     pub fn start_at(endpoint: MqttEndpoint, topic_filter: &str) -> Subscriber {
+        Subscriber::launch(endpoint, topic_filter, false)
+    }
+
+    fn launch(endpoint: MqttEndpoint, topic_filter: &str, v5: bool) -> Subscriber {
         let n = NEXT_SUBSCRIBER.fetch_add(1, Ordering::Relaxed);
         let client_id = format!("test-sub-{}-{n}", std::process::id());
         let probe_topic = format!("coap2mqtt-test/probe/{client_id}");
+        let (version, format) = match v5 {
+            true => (["-V", "mqttv5"], "%q %r %x %t\t%C\t%F\t%E\t%P"),
+            false => (["-V", "mqttv311"], "%q %r %x %t"),
+        };
         let mut child = Command::new("mosquitto_sub")
             .args(endpoint.args())
-            .args([
-                "-q",
-                "1",
-                "-k",
-                "5",
-                "-c",
-                "-i",
-                &client_id,
-                "-F",
-                "%q %r %x %t",
-            ])
+            .args(version)
+            .args(["-q", "1", "-k", "5", "-c", "-i", &client_id, "-F", format])
             .args(["-t", topic_filter, "-t", &probe_topic])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -335,18 +362,35 @@ fn spawn_stderr_reader(
     })
 }
 
-/// Parses `QOS RETAIN HEXPAYLOAD TOPIC`; the hex is empty for an empty payload.
+/// Parses `QOS RETAIN HEXPAYLOAD TOPIC`; the hex is empty for an empty
+/// payload. An MQTT 5 subscriber's line goes on, tab-separated, with the
+/// Content Type, Payload Format Indicator, Message Expiry Interval and the
+/// user properties (`key:value key:value`).
 fn parse_line(line: &str) -> Option<Received> {
-    let mut parts = line.splitn(4, ' ');
+    let mut fields = line.split('\t');
+    let mut parts = fields.next()?.splitn(4, ' ');
     let qos = parts.next()?.parse().ok()?;
     let retain = parts.next()? == "1";
     let payload = decode_hex(parts.next()?)?;
     let topic = parts.next()?.to_string();
+    let v5 = fields.next().map(|content_type| V5Properties {
+        content_type: content_type.to_string(),
+        payload_format: fields.next().unwrap_or("").to_string(),
+        expiry: fields.next().unwrap_or("").to_string(),
+        user: fields
+            .next()
+            .unwrap_or("")
+            .split(' ')
+            .filter_map(|pair| pair.split_once(':'))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    });
     Some(Received {
         topic,
         payload,
         qos,
         retain,
+        v5,
     })
 }
 
