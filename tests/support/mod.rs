@@ -37,23 +37,54 @@ pub const WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(10);
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (bound, read, released).
+/// See [`unassigned_port`] for why it is not the kernel's pick.
 pub fn free_tcp_port() -> u16 {
-    let listener =
-        TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 (tcp) to find a free port");
-    listener
-        .local_addr()
-        .expect("local_addr of a bound TCP listener")
-        .port()
+    unassigned_port(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
 }
 
 /// A UDP port on 127.0.0.1 that was free a moment ago (bound, read, released).
+/// See [`unassigned_port`] for why it is not the kernel's pick.
 pub fn free_udp_port() -> u16 {
-    let socket =
-        UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 (udp) to find a free port");
-    socket
-        .local_addr()
-        .expect("local_addr of a bound UDP socket")
-        .port()
+    unassigned_port(|port| UdpSocket::bind(("127.0.0.1", port)).is_ok())
+}
+
+/// A port below the kernel's ephemeral range that `bindable` accepts.
+///
+/// A daemon a test restarts binds its port again after it was released; a
+/// port the kernel handed out (bind to port 0) is one it hands out again to
+/// the next client socket anywhere on the machine, and a 2,000-cut power-loss
+/// campaign lost its run to exactly that ("Address already in use" at
+/// restart #1251). Ports below `ip_local_port_range` are never handed out
+/// implicitly, so only another test's random pick can take one.
+fn unassigned_port(bindable: impl Fn(u16) -> bool) -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u16, ephemeral_low.max(10_001));
+    let seed = u64::from(std::process::id()) << 32
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.subsec_nanos().into());
+    for _ in 0..1000 {
+        // splitmix64 over (seed, draw number): distinct processes and
+        // threads draw distinct sequences.
+        let mut x = seed.wrapping_add(
+            DRAWS
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        let port = low + (x % u64::from(high - low)) as u16;
+        if bindable(port) {
+            return port;
+        }
+    }
+    panic!("no bindable port on 127.0.0.1 in {low}..{high} after 1000 draws");
 }
 
 /// Polls `f` until it returns true; panics with `what` after `timeout`.
