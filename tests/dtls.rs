@@ -140,6 +140,12 @@ identity = "{{device}}"
     }
 }
 
+/// The key `psk add` printed: its first line (stdout; the usage follows on
+/// stderr).
+fn first_line(output: &str) -> String {
+    output.lines().next().unwrap_or_default().trim().to_string()
+}
+
 fn write_psk_file(path: &Path, psk: &[(&str, &str)]) {
     use std::os::unix::fs::PermissionsExt;
     let mut text = String::from("[psk]\n");
@@ -312,13 +318,92 @@ fn a_device_may_not_publish_under_another_devices_path() {
 
 fn cert_gateway(dir: &Path) -> (Gateway, Certs) {
     let certs = Certs::generate(dir);
-    let dtls = format!(
+    let gw = Gateway::start(&cert_section(&certs, &certs.server_key), &[]);
+    (gw, certs)
+}
+
+fn cert_section(certs: &Certs, server_key: &Path) -> String {
+    format!(
         "certificate = \"{}\"\nprivate_key = \"{}\"\nclient_ca = \"{}\"",
         certs.server_cert.display(),
-        certs.server_key.display(),
+        server_key.display(),
         certs.ca_cert.display()
-    );
-    (Gateway::start(&dtls, &[]), certs)
+    )
+}
+
+#[test]
+fn a_sec1_server_key_works_as_a_pkcs8_one_does() {
+    // The same key as the PKCS#8 one of the other certificate tests, written
+    // as `openssl ecparam -genkey` writes keys: "BEGIN EC PRIVATE KEY".
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = Certs::generate(dir.path());
+    let sec1 = dir.path().join("server-sec1.key");
+    support::certs::openssl(&["ec", "-in", path(&certs.server_key), "-out", path(&sec1)]);
+    let text = std::fs::read_to_string(&sec1).expect("read");
+    assert!(text.starts_with("-----BEGIN EC PRIVATE KEY-----"), "{text}");
+    let gw = Gateway::start(&cert_section(&certs, &sec1), &[]);
+    for binary in [OPENSSL, GNUTLS] {
+        let outcome = post_cert(
+            &gw,
+            binary,
+            &certs.client_cert,
+            &certs.client_key,
+            &certs.ca_cert,
+            binary,
+        );
+        assert_code(&outcome, "2.04");
+    }
+    gw.subscriber.wait_for_count(2, WAIT);
+}
+
+#[test]
+fn a_server_key_of_another_curve_or_type_is_refused_naming_what_works() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = Certs::generate(dir.path());
+    let p384 = dir.path().join("p384.key");
+    support::certs::openssl(&[
+        "ecparam",
+        "-name",
+        "secp384r1",
+        "-genkey",
+        "-noout",
+        "-out",
+        path(&p384),
+    ]);
+    let rsa = dir.path().join("rsa.key");
+    support::certs::openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        path(&rsa),
+    ]);
+    for (key, found) in [(&p384, "an EC key on P-384"), (&rsa, "an RSA key")] {
+        let config = dir.path().join("c.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[gateway]\nid = \"gw\"\n[coap]\nlisten = [\"127.0.0.1:{}\"]\n[dtls]\nlisten = [\"127.0.0.1:{}\"]\n{}\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n[store]\npath = \"{}\"\n[[route]]\nresource = \"a\"\ntopic = \"a\"\n",
+                free_udp_port(),
+                free_udp_port(),
+                cert_section(&certs, key),
+                dir.path().join("store").display()
+            ),
+        )
+        .expect("write config");
+        let run = run_binary(&["run", "--config", path(&config)], WAIT);
+        assert!(!run.success() && !run.timed_out(), "{}", run.output);
+        assert!(run.output.contains(found), "{}", run.output);
+        assert!(
+            run.output.contains("P-256 (prime256v1, secp256r1)")
+                && run.output.contains("BEGIN EC PRIVATE KEY")
+                && run.output.contains("BEGIN PRIVATE KEY"),
+            "{}",
+            run.output
+        );
+    }
 }
 
 fn post_cert(
@@ -582,12 +667,20 @@ fn a_device_rebooting_on_the_same_address_and_port_gets_a_new_session_at_once() 
 #[test]
 fn sighup_reloads_the_psk_file_and_refuses_a_broken_one() {
     let gw = Gateway::psk(&[("sensor-01", KEY)]);
+    // libcoap 4.3.1 (Debian 12) takes a key only as text.
     let added = run_binary(
-        &["psk", "add", "sensor-02", "--psk-file", path(&gw.psk_file)],
+        &[
+            "psk",
+            "add",
+            "sensor-02",
+            "--ascii",
+            "--psk-file",
+            path(&gw.psk_file),
+        ],
         WAIT,
     );
     assert!(added.success(), "{}", added.output);
-    let key = added.output.trim().to_string();
+    let key = first_line(&added.output);
     gw.hangup();
     gw.daemon
         .wait_for_log("reload: 2 PSK identities in force", WAIT);
@@ -626,9 +719,21 @@ fn psk_add_prints_a_strong_key_once_writes_0600_and_list_shows_no_keys() {
         WAIT,
     );
     assert!(added.success(), "{}", added.output);
-    let key = added.output.trim_end_matches('\n');
+    // 16 random bytes in hex, then how each client takes them.
+    let key = first_line(&added.output);
     assert_eq!(key.len(), 32, "{key:?}");
-    assert!(key.bytes().all(|b| b.is_ascii_alphanumeric()), "{key:?}");
+    assert!(key.bytes().all(|b| b.is_ascii_hexdigit()), "{key:?}");
+    assert!(
+        added.output.contains(&format!("-k 0x{key}")),
+        "{}",
+        added.output
+    );
+    let text = std::fs::read_to_string(&file).expect("read");
+    assert!(
+        text.contains(&format!("sensor-01 = \"hex:{key}\"")),
+        "{text}"
+    );
+    let key = key.as_str();
     let mode = std::fs::metadata(&file)
         .expect("created")
         .permissions()
