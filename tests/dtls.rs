@@ -793,6 +793,55 @@ fn a_psk_file_readable_by_others_refuses_to_start_with_the_fix() {
     assert!(run.output.contains("chmod 600"), "{}", run.output);
 }
 
+/// The Python of the venv holding aiocoap and DTLSSocket (tinydtls), made
+/// by scripts/interop-setup (which scripts/test runs).
+fn interop_python() -> PathBuf {
+    std::env::var_os("COAP2MQTT_INTEROP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("target/interop-venv/bin/python")
+        })
+}
+
+#[test]
+fn a_tinydtls_device_posts_with_a_key_made_by_psk_add_over_ccm_8() {
+    let python = interop_python();
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/interop-setup (scripts/test does)",
+        python.display()
+    );
+    // CCM_8 only: all tinydtls has for PSK.
+    let gw = Gateway::start(
+        "psk_file = \"@PSK@\"\ncipher_suites = [\"TLS_PSK_WITH_AES_128_CCM_8\"]",
+        &[],
+    );
+    let added = run_binary(
+        &["psk", "add", "sensor-07", "--psk-file", path(&gw.psk_file)],
+        WAIT,
+    );
+    assert!(added.success(), "{}", added.output);
+    let key = first_line(&added.output);
+    gw.hangup();
+    gw.daemon
+        .wait_for_log("reload: 1 PSK identities in force", WAIT);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/aiocoap_post.py");
+    let uri = gw.uri("sensors/sensor-07/t");
+    let run = support::run_with_timeout(
+        path(&python),
+        &[path(&script), &uri, "sensor-07", &key, "from tinydtls"],
+        Duration::from_secs(60),
+    );
+    assert!(run.output.contains("2.04"), "{}", run.output);
+    let got = gw.subscriber.wait_for_count(1, WAIT);
+    assert_eq!(got[0].topic, "site/sensor-07/sensor-07/t");
+    assert_eq!(got[0].payload, b"from tinydtls");
+    assert!(gw
+        .daemon
+        .log()
+        .contains("(sensor-07) connected with a pre-shared key"));
+}
+
 /// One CON POST as a DTLS record from a webrtc-dtls client (the same stack
 /// as the daemon, used here only as a device that can send any size).
 async fn post_over_dtls(
