@@ -168,6 +168,7 @@ impl Listener {
                 BytesMut::from(&cookie::hello_verify_request(&hello, &cookie)[..]),
             ));
             self.cookies_sent += 1;
+            self.outcomes.count(Outcome::CookieSent);
             return;
         }
         let mut cookie = [0u8; cookie::COOKIE_LEN];

@@ -21,16 +21,21 @@ pub enum Outcome {
     /// A new peer (its ClientHello returned our cookie) while the table was
     /// full: dropped; it retries.
     TableFull,
+    /// A ClientHello without a valid cookie, answered with a
+    /// HelloVerifyRequest and nothing kept: the first step of every real
+    /// handshake, and all a spoofed one ever gets.
+    CookieSent,
 }
 
 /// The metrics label of each [`Outcome`], in discriminant order.
-const LABELS: [&str; 6] = [
+const LABELS: [&str; 7] = [
     "ok",
     "failed",
     "refused_identity",
     "timeout",
     "rate_limited",
     "table_full",
+    "cookie_sent",
 ];
 
 #[derive(Debug, Default)]
@@ -64,13 +69,13 @@ mod tests {
         o.count(Outcome::Ok);
         o.count(Outcome::Timeout);
         let totals = o.totals();
-        assert_eq!(totals.len(), 6);
+        assert_eq!(totals.len(), 7);
         assert!(totals.contains(&("ok", 2)));
         assert!(totals.contains(&("timeout", 1)));
         assert!(totals.contains(&("failed", 0)));
-        o.count(Outcome::TableFull);
+        o.count(Outcome::CookieSent);
         assert!(
-            o.totals().contains(&("table_full", 1)),
+            o.totals().contains(&("cookie_sent", 1)),
             "the last label lines up"
         );
     }
