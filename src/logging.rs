@@ -142,16 +142,16 @@ impl log::Log for Gate {
     }
 }
 
-/// Noisy dependencies one notch down. webrtc-dtls warns about every
-/// ClientHello extension it does not know; our session logs say what
-/// happened to each handshake.
+/// Noisy dependencies one notch down. rtc-dtls warns about every
+/// ClientHello extension it does not know and logs each handshake message
+/// at debug level; our session logs say what happened to each handshake.
 const QUIET: [(&str, log::LevelFilter); 6] = [
     ("sled", log::LevelFilter::Warn),
     ("rumqttc", log::LevelFilter::Warn),
     ("hyper", log::LevelFilter::Warn),
     ("hyper_util", log::LevelFilter::Warn),
-    ("webrtc_dtls", log::LevelFilter::Error),
-    ("webrtc_util", log::LevelFilter::Error),
+    ("rtc_dtls", log::LevelFilter::Error),
+    ("rtc_shared", log::LevelFilter::Error),
 ];
 
 /// Our own crate at the configured level, noisy dependencies one notch

@@ -55,10 +55,21 @@ enum Commands {
 
 #[derive(Subcommand)]
 enum PskCommand {
-    /// Add a device with a new random key; prints the key, once.
+    /// Add a device with a new random key; prints the key once (in hex,
+    /// or as text with --ascii) on stdout, and how clients take it on stderr.
     Add {
-        /// The device's PSK identity, e.g. sensor-01.
+        /// The device's PSK identity, e.g. sensor-01 (tinydtls takes at most
+        /// 32 bytes).
         identity: String,
+        /// The key's length in bytes: 16 (AES-128 strength, the most
+        /// tinydtls takes) unless given.
+        #[arg(long, default_value_t = coap2mqtt::config::psk::GENERATED_KEY_BYTES)]
+        bytes: usize,
+        /// A key of letters and digits whose ASCII codes are the key (about
+        /// 5.95 bits per byte), for clients that take a key only as text,
+        /// such as libcoap's coap-client before 4.3.5.
+        #[arg(long)]
+        ascii: bool,
         #[command(flatten)]
         file: PskFileArgs,
     },
@@ -152,19 +163,31 @@ fn main() -> ExitCode {
 fn psk(command: PskCommand) -> ExitCode {
     use coap2mqtt::config::psk::{self, AddError};
     match command {
-        PskCommand::Add { identity, file } => match psk::add(&file.path(), &identity) {
-            Ok(key) => {
-                println!("{key}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                match e {
-                    AddError::Io { .. } => ExitCode::FAILURE,
-                    _ => ExitCode::from(2),
+        PskCommand::Add {
+            identity,
+            bytes,
+            ascii,
+            file,
+        } => {
+            let form = match ascii {
+                true => psk::KeyForm::Ascii(bytes),
+                false => psk::KeyForm::Random(bytes),
+            };
+            match psk::add(&file.path(), &identity, form) {
+                Ok(key) => {
+                    println!("{}", key.shown);
+                    eprintln!("{}", psk::usage(&identity, &key));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    match e {
+                        AddError::Io { .. } => ExitCode::FAILURE,
+                        _ => ExitCode::from(2),
+                    }
                 }
             }
-        },
+        }
         PskCommand::List { file } => {
             let path = file.path();
             match psk::load(&path) {

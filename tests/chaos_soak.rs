@@ -140,7 +140,10 @@ fn recovery(
 #[test]
 #[ignore = "a soak: run with scripts/soak"]
 fn chaos_soak_loses_nothing_acknowledged() {
-    std::env::set_var("RUST_LOG", "info,webrtc_dtls=error,webrtc_util=error");
+    std::env::set_var(
+        "RUST_LOG",
+        "info,rtc_dtls=error,rtc_shared=error,webrtc_dtls=error,webrtc_util=error",
+    );
     let seconds = soak_seconds();
     let scratch = tempfile::tempdir().expect("tempdir");
     let disk = SmallDisk::mount(&scratch.path().join("fs"), "512m");

@@ -156,7 +156,7 @@ impl Model {
                 )));
             };
             prop_assert!(
-                last.map_or(true, |l| l < i),
+                last.is_none_or(|l| l < i),
                 "{payload:?} is out of append order"
             );
             last = Some(i);

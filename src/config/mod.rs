@@ -142,8 +142,9 @@ pub struct CertificateFiles {
     pub client_ca: PathBuf,
 }
 
-/// The DTLS cipher suites the gateway can speak. Never a CBC suite: in
-/// webrtc-dtls 0.12 one spoofed record panics a CBC session's reader.
+/// The DTLS cipher suites the gateway can speak: the AEAD suites of the
+/// CoAP profiles (RFC 7252 §9, RFC 7925). Never a CBC suite (in webrtc-dtls
+/// 0.12, used before rtc-dtls, one spoofed record panicked a CBC session).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CipherSuite {
     PskAes128Ccm8,

@@ -25,8 +25,34 @@ const MAX_PSK_FILE_BYTES: u64 = 4 << 20;
 /// The longest identity and key taken; both travel in one handshake message.
 const MAX_IDENTITY_BYTES: usize = 128;
 const MAX_KEY_BYTES: usize = 128;
-/// Length of a generated key, in characters of [A-Za-z0-9] (~190 bits).
-pub const GENERATED_KEY_LEN: usize = 32;
+/// Bytes of a generated key: 16 random bytes, AES-128's strength, and the
+/// most tinydtls takes (`DTLS_PSK_MAX_KEY_LEN` is 16 in its current
+/// releases; Contiki-NG, RIOT and aiocoap's DTLSSocket use it).
+pub const GENERATED_KEY_BYTES: usize = 16;
+/// The longest key `psk add` makes (libcoap's coap-client reads at most 64).
+pub const MAX_GENERATED_KEY_BYTES: usize = 64;
+
+/// What kind of key `psk add` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyForm {
+    /// `n` random bytes, written `"hex:.."` in the file and shown in hex.
+    Random(usize),
+    /// `n` random characters of [A-Za-z0-9] whose ASCII codes are the key
+    /// (about 5.95 bits each), for clients that take a key only as text
+    /// (libcoap's coap-client before 4.3.5).
+    Ascii(usize),
+}
+
+/// A key `psk add` made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKey {
+    /// The key's bytes, as the handshake uses them.
+    pub bytes: Vec<u8>,
+    /// As written in the PSK file.
+    pub stored: String,
+    /// As printed: hex digits, or the characters of an ASCII key.
+    pub shown: String,
+}
 
 /// Identities and their keys, as read from a PSK file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -160,7 +186,7 @@ pub fn decode_key(text: &str) -> Result<Vec<u8>, String> {
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
@@ -195,6 +221,8 @@ pub enum AddError {
     Exists { file: PathBuf, identity: String },
     #[error("the identity {0}")]
     InvalidIdentity(String),
+    #[error("a key of {0} bytes: --bytes takes 1 to {MAX_GENERATED_KEY_BYTES}")]
+    InvalidLength(usize),
     #[error("{file}: is not a valid PSK file: {why}")]
     Invalid { file: PathBuf, why: String },
     #[error("{file}: {why}")]
@@ -207,13 +235,17 @@ const NEW_FILE: &str = "\
 [psk]
 ";
 
-/// Adds `identity` with a new random key to the PSK file at `path`
-/// (created if missing), keeping every other line; returns the key.
+/// Adds `identity` with a new random key of `form` to the PSK file at
+/// `path` (created if missing), keeping every other line; returns the key.
 ///
 /// Atomic: the new file is written beside the old one with mode 0600 and
 /// renamed over it, so a crash leaves either file whole.
-pub fn add(path: &Path, identity: &str) -> Result<String, AddError> {
+pub fn add(path: &Path, identity: &str, form: KeyForm) -> Result<NewKey, AddError> {
     check_identity(identity).map_err(AddError::InvalidIdentity)?;
+    let (KeyForm::Random(n) | KeyForm::Ascii(n)) = form;
+    if !(1..=MAX_GENERATED_KEY_BYTES).contains(&n) {
+        return Err(AddError::InvalidLength(n));
+    }
     let io = |why: String| AddError::Io {
         file: path.to_path_buf(),
         why,
@@ -246,8 +278,8 @@ pub fn add(path: &Path, identity: &str) -> Result<String, AddError> {
             identity: identity.to_string(),
         });
     }
-    let key = generate_key();
-    table.insert(identity, toml_edit::value(key.clone()));
+    let key = generate_key(form);
+    table.insert(identity, toml_edit::value(key.stored.clone()));
     let mut text = doc.to_string();
     if !text.ends_with('\n') {
         text.push('\n');
@@ -256,16 +288,62 @@ pub fn add(path: &Path, identity: &str) -> Result<String, AddError> {
     Ok(key)
 }
 
-/// A key of [`GENERATED_KEY_LEN`] characters from [A-Za-z0-9], from the OS's
-/// CSPRNG: printable, so any client tool and firmware takes it as it is.
-pub fn generate_key() -> String {
-    use rand::distributions::Alphanumeric;
+/// A new key of `form`, from the OS's CSPRNG.
+pub fn generate_key(form: KeyForm) -> NewKey {
     use rand::Rng;
-    rand::rngs::OsRng
-        .sample_iter(&Alphanumeric)
-        .take(GENERATED_KEY_LEN)
-        .map(char::from)
-        .collect()
+    match form {
+        KeyForm::Random(n) => {
+            let bytes: Vec<u8> = (0..n).map(|_| rand::rngs::OsRng.gen()).collect();
+            let shown: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            NewKey {
+                stored: format!("hex:{shown}"),
+                shown,
+                bytes,
+            }
+        }
+        KeyForm::Ascii(n) => {
+            let text: String = rand::rngs::OsRng
+                .sample_iter(&rand::distributions::Alphanumeric)
+                .take(n)
+                .map(char::from)
+                .collect();
+            NewKey {
+                bytes: text.as_bytes().to_vec(),
+                stored: text.clone(),
+                shown: text,
+            }
+        }
+    }
+}
+
+/// How each kind of client takes `key` for `identity`, for `psk add` to
+/// print beside it.
+pub fn usage(identity: &str, key: &NewKey) -> String {
+    let n = key.bytes.len();
+    let c_array = key
+        .bytes
+        .iter()
+        .map(|b| format!("0x{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if key.stored.starts_with("hex:") {
+        format!(
+            "{identity}: a key of {n} random bytes, in hex. A device takes it as:\n\
+             \x20 libcoap coap-client 4.3.5 or later:  -u {identity} -k 0x{hex}\n\
+             \x20 aiocoap (credentials JSON):         \"psk\": {{\"hex\": \"{hex}\"}}, \"client-identity\": {{\"ascii\": \"{identity}\"}}\n\
+             \x20 C (tinydtls, RIOT, Zephyr, ...):      {{{c_array}}} ({n} bytes)\n\
+             libcoap before 4.3.5 takes a key only as text: add such a device with --ascii.",
+            hex = key.shown
+        )
+    } else {
+        format!(
+            "{identity}: a key of {n} characters; the key is their ASCII codes. A device takes it as:\n\
+             \x20 libcoap coap-client:                -u {identity} -k {text}\n\
+             \x20 aiocoap (credentials JSON):         \"psk\": {{\"ascii\": \"{text}\"}}, \"client-identity\": {{\"ascii\": \"{identity}\"}}\n\
+             \x20 C (tinydtls, RIOT, Zephyr, ...):      {{{c_array}}} ({n} bytes, no terminating NUL)",
+            text = key.shown
+        )
+    }
 }
 
 /// Writes `bytes` to a new mode-0600 file beside `path`, then renames it
@@ -302,6 +380,27 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_names_every_client_with_the_same_bytes() {
+        let key = NewKey {
+            bytes: vec![0x0f, 0xa0],
+            stored: "hex:0fa0".into(),
+            shown: "0fa0".into(),
+        };
+        let text = usage("s1", &key);
+        assert!(text.contains("-u s1 -k 0x0fa0"), "{text}");
+        assert!(text.contains("\"psk\": {\"hex\": \"0fa0\"}"), "{text}");
+        assert!(text.contains("{0x0f, 0xa0} (2 bytes)"), "{text}");
+        let ascii = NewKey {
+            bytes: b"Ab".to_vec(),
+            stored: "Ab".into(),
+            shown: "Ab".into(),
+        };
+        let text = usage("s1", &ascii);
+        assert!(text.contains("-u s1 -k Ab\n"), "{text}");
+        assert!(text.contains("{0x41, 0x62}"), "{text}");
+    }
 
     fn parse_str(text: &str) -> Result<PskKeys, Vec<String>> {
         parse(text, Path::new("psk.toml"))
@@ -395,20 +494,45 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("psk.toml");
         std::fs::write(&path, "# devices of hall 3\n[psk]\nold = \"k\"\n").expect("write");
-        let key = add(&path, "sensor-01").expect("added");
-        assert_eq!(key.len(), GENERATED_KEY_LEN);
-        assert!(key.bytes().all(|b| b.is_ascii_alphanumeric()), "{key}");
+        let key = add(&path, "sensor-01", KeyForm::Random(GENERATED_KEY_BYTES)).expect("added");
+        assert_eq!(key.bytes.len(), 16);
+        assert_eq!(key.shown.len(), 32);
+        assert_eq!(key.stored, format!("hex:{}", key.shown));
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.starts_with("# devices of hall 3\n"), "{text}");
         let keys = load(&path).expect("valid").expect("exists");
         assert_eq!(keys.get(b"old").map(|k| &k[..]), Some(&b"k"[..]));
-        assert_eq!(keys.get(b"sensor-01").map(|k| &k[..]), Some(key.as_bytes()));
+        assert_eq!(keys.get(b"sensor-01").map(|k| &k[..]), Some(&key.bytes[..]));
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(matches!(
-            add(&path, "sensor-01"),
+            add(&path, "sensor-01", KeyForm::Random(16)),
             Err(AddError::Exists { .. })
         ));
-        assert_ne!(add(&path, "sensor-02").expect("added"), key);
+        let ascii = add(&path, "sensor-02", KeyForm::Ascii(16)).expect("added");
+        assert!(
+            ascii.shown.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "{ascii:?}"
+        );
+        assert_eq!(
+            (ascii.bytes.len(), ascii.stored.as_str()),
+            (16, ascii.shown.as_str())
+        );
+        let keys = load(&path).expect("valid").expect("exists");
+        assert_eq!(
+            keys.get(b"sensor-02").map(|k| &k[..]),
+            Some(&ascii.bytes[..])
+        );
+        assert_eq!(
+            add(&path, "sensor-03", KeyForm::Random(24))
+                .expect("added")
+                .bytes
+                .len(),
+            24
+        );
+        assert!(matches!(
+            add(&path, "sensor-04", KeyForm::Random(65)),
+            Err(AddError::InvalidLength(65))
+        ));
     }
 }

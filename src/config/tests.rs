@@ -67,7 +67,10 @@ fn problem(text: &str) -> String {
 #[test]
 fn the_example_config_is_valid_and_runs_on_a_laptop() {
     let config = valid(EXAMPLE);
-    assert_eq!(config.coap.listen, vec!["127.0.0.1:5683".parse().unwrap()]);
+    assert_eq!(
+        config.coap.listen,
+        vec!["127.0.0.1:5683".parse::<std::net::SocketAddr>().unwrap()]
+    );
     assert_eq!(
         config.mqtt.endpoints,
         vec![Endpoint {
@@ -114,7 +117,10 @@ fn the_example_config_shows_the_defaults() {
 #[test]
 fn defaults_are_filled() {
     let c = valid(&with(&[]));
-    assert_eq!(c.coap.listen, vec!["0.0.0.0:5683".parse().unwrap()]);
+    assert_eq!(
+        c.coap.listen,
+        vec!["0.0.0.0:5683".parse::<std::net::SocketAddr>().unwrap()]
+    );
     assert_eq!(c.coap.max_payload, 65_536);
     assert_eq!(c.coap.dedup_capacity, 65_536);
     assert_eq!(c.coap.block_capacity, 256);
@@ -958,7 +964,12 @@ fn dtls_is_off_without_credentials() {
 fn a_psk_file_turns_dtls_on_on_every_interface_with_all_suites() {
     let c = valid(&with(&["[dtls]", "psk_file = \"psk.toml\""]));
     assert!(c.dtls.enabled());
-    assert_eq!(c.dtls.listen, vec!["0.0.0.0:5684".parse().expect("addr")]);
+    assert_eq!(
+        c.dtls.listen,
+        vec!["0.0.0.0:5684"
+            .parse::<std::net::SocketAddr>()
+            .expect("addr")]
+    );
     assert_eq!(c.dtls.psk_suites().len(), 3);
     assert!(c.dtls.certificate_suites().is_empty());
     assert_eq!(c.dtls.handshake_timeout_s, 10);

@@ -517,12 +517,12 @@ mod tests {
             message: Message {
                 topic: format!("site/gw/d{i}/t"),
                 payload: vec![i as u8; 32],
-                qos: if i % 2 == 0 {
+                qos: if i.is_multiple_of(2) {
                     Qos::AtLeastOnce
                 } else {
                     Qos::AtMostOnce
                 },
-                retain: i % 3 == 0,
+                retain: i.is_multiple_of(3),
                 meta: Default::default(),
             },
             received_ms: 1_700_000_000_000 + i * 7,

@@ -392,9 +392,10 @@ impl Appended {
             active.end_seq = self.end;
             active.len = self.len;
             active.newest_ms = active.newest_ms.max(self.newest_ms);
-            let due = active.index.last().map_or(true, |(_, offset)| {
-                self.batch_offset >= offset + INDEX_EVERY
-            });
+            let due = active
+                .index
+                .last()
+                .is_none_or(|(_, offset)| self.batch_offset >= offset + INDEX_EVERY);
             if due {
                 active.index.push((self.first, self.batch_offset));
             }
@@ -425,7 +426,7 @@ fn index_of(scan: &segment::Scan) -> Vec<(Seq, u64)> {
         {
             let due = index
                 .last()
-                .map_or(true, |(_, last)| *offset >= last + INDEX_EVERY);
+                .is_none_or(|(_, last)| *offset >= last + INDEX_EVERY);
             if due {
                 index.push((*first_seq, *offset));
             }

@@ -14,18 +14,30 @@ pub mod udp;
 use crate::coap::exchange::Peer;
 use std::future::Future;
 use std::io;
+use std::time::Instant;
 
 /// Where a [`server::Server`] gets its datagrams and sends its answers.
 ///
+/// The server owns its link and drives it from its one task: a link may
+/// keep state it changes on every call (DTLS: encryption, handshakes), and
+/// its timers run when the server calls [`Link::handle_timeout`] at
+/// [`Link::poll_timeout`], as quinn-proto's connections are driven.
+///
 /// `recv` must be cancel-safe: the server polls it in a `select!` and drops
-/// it when an answer or shutdown comes first.
-pub trait Link: Send + Sync {
+/// it when an answer, a timer or shutdown comes first.
+pub trait Link: Send {
     /// Waits for the next datagram, copies it into `buf` and says who sent it.
     fn recv(&mut self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, Peer)>> + Send;
     /// Sends one datagram to `to`.
-    fn send(&self, bytes: &[u8], to: &Peer) -> impl Future<Output = io::Result<()>> + Send;
+    fn send(&mut self, bytes: &[u8], to: &Peer) -> impl Future<Output = io::Result<()>> + Send;
     /// For logs: `udp 127.0.0.1:5683`, `dtls 0.0.0.0:5684`.
     fn name(&self) -> &str;
+    /// When [`Link::handle_timeout`] is next due; `None`: no timers.
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    /// Runs the link's timers due at `now` (retransmissions, timeouts).
+    fn handle_timeout(&mut self, _now: Instant) {}
     /// DTLS handshakes by outcome so far (plain UDP has none).
     fn handshakes(&self) -> Vec<(&'static str, u64)> {
         Vec::new()

@@ -46,6 +46,8 @@ impl<L: Link> Server<L> {
         let mut stopping = false;
         let mut quiet = RateLimited::new(Duration::from_secs(10));
         let mut publish = tokio::time::interval(PUBLISH_EVERY);
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
         loop {
             self.metrics
                 .maybe_publish(self.exchange.counters(), Instant::now());
@@ -53,6 +55,10 @@ impl<L: Link> Server<L> {
                 self.metrics.publish(self.exchange.counters());
                 log::debug!("coap {}: stopped", self.link.name());
                 return;
+            }
+            let due = self.link.poll_timeout();
+            if let Some(due) = due {
+                timer.as_mut().reset(due.into());
             }
             tokio::select! {
                 biased;
@@ -65,6 +71,9 @@ impl<L: Link> Server<L> {
                 }
                 _ = shutdown.changed(), if !stopping => {
                     stopping = true;
+                }
+                () = &mut timer, if due.is_some() => {
+                    self.link.handle_timeout(Instant::now());
                 }
                 _ = publish.tick() => {
                     self.metrics.set_handshakes(self.link.handshakes());

@@ -31,7 +31,7 @@ impl Link for UdpLink {
         ))
     }
 
-    async fn send(&self, bytes: &[u8], to: &Peer) -> io::Result<()> {
+    async fn send(&mut self, bytes: &[u8], to: &Peer) -> io::Result<()> {
         self.socket.send_to(bytes, to.addr).await.map(|_| ())
     }
 

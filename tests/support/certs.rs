@@ -178,7 +178,7 @@ fn path_str(path: &Path) -> &str {
     path.to_str().expect("temp paths are UTF-8")
 }
 
-fn openssl(args: &[&str]) {
+pub fn openssl(args: &[&str]) {
     let output = Command::new("openssl")
         .args(args)
         .output()

@@ -29,7 +29,7 @@ fn token_lengths_9_to_15_are_reset() {
     let mut h = Harness::new();
     for token_len in 9u8..=15 {
         let mut datagram = vec![0x40 | token_len, 0x02, 0x12, token_len];
-        datagram.extend(std::iter::repeat(0xaa).take(usize::from(token_len)));
+        datagram.extend(std::iter::repeat_n(0xaa, usize::from(token_len)));
         let bytes = expect_reply_bytes(h.send(&datagram));
         assert_reset(&bytes, 0x1200 | u16::from(token_len));
     }

@@ -1,40 +1,41 @@
-//! How devices prove who they are: webrtc-dtls server configs for PSK and
-//! for certificates, and the identity a finished handshake yields.
+//! How devices prove who they are: one rtc-dtls server config holding the
+//! PSK keys and the certificate, and which of them a hello will use.
 //!
-//! One webrtc-dtls `Config` cannot hold PSK and certificates at once, so a
-//! listener holds up to two and picks one per new peer from its ClientHello
-//! ([`Credentials::for_hello`]): the first suite in the client's order of
-//! preference that we offer decides. A client offering only PSK suites gets
-//! the PSK config, one offering only ECDHE_ECDSA suites the certificate one.
+//! rtc-dtls serves PSK and ECDHE_ECDSA clients from one config: the first
+//! suite in the client's order of preference that we offer decides, and so
+//! which credential the handshake uses ([`Credentials::mode_for`] tells it
+//! ahead, for the logs, and refuses hellos with nothing in common before
+//! anything is spent on them).
 //!
 //! PSK keys are read through a `watch` channel at each handshake, so a
 //! reloaded PSK file applies to the next handshake without a restart.
 
 use super::prefilter::ClientHello;
+use super::{handoff, private_key};
 use crate::config::psk::PskKeys;
 use crate::config::{CertificateFiles, CipherSuite};
 use anyhow::Context;
+use rtc_dtls::cipher_suite::CipherSuiteId;
+use rtc_dtls::config::{ClientAuthType, ConfigBuilder, ExtendedMasterSecretType, HandshakeConfig};
+use rtc_dtls::crypto::{Certificate, CryptoPrivateKey};
+use rtc_dtls::crypto_provider::SignatureScheme;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use std::sync::Arc;
 use tokio::sync::watch;
-use webrtc_dtls::cipher_suite::CipherSuiteId;
-use webrtc_dtls::config::{ClientAuthType, Config, ExtendedMasterSecretType};
-use webrtc_dtls::crypto::{Certificate, CryptoPrivateKey};
 
-/// Which kind of credential a session was authenticated with.
+/// Which kind of credential a session is authenticated with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Mode {
     Psk,
     Certificate,
 }
 
-/// A listener's server configs, each with the suites it offers.
+/// A listener's server config and the suites it offers.
 #[derive(Clone)]
 pub struct Credentials {
-    psk: Option<(Config, Vec<u16>)>,
-    certificate: Option<(Config, Vec<u16>)>,
-    pub(super) keys: watch::Receiver<Arc<PskKeys>>,
+    pub(super) config: Arc<HandshakeConfig>,
+    offers: Vec<(u16, Mode)>,
 }
 
 impl Credentials {
@@ -45,126 +46,116 @@ impl Credentials {
         psk_suites: &[CipherSuite],
         certificate: Option<(&CertificateFiles, &[CipherSuite])>,
     ) -> anyhow::Result<Credentials> {
-        let psk = (!psk_suites.is_empty())
-            .then(|| (psk_config(keys.clone(), psk_suites), codes(psk_suites)));
-        let certificate = match certificate {
-            Some((files, suites)) => Some((certificate_config(files, suites)?, codes(suites))),
-            None => None,
-        };
+        let provider = handoff::provider();
+        let mut offers: Vec<(u16, Mode)> =
+            psk_suites.iter().map(|s| (s.code(), Mode::Psk)).collect();
+        let mut builder = ConfigBuilder::default()
+            .with_crypto_provider(provider.clone())
+            // No hint: no ServerKeyExchange, as RFC 4279 allows.
+            .with_psk_identity_hint(None)
+            .with_extended_master_secret(ExtendedMasterSecretType::Request)
+            // Only a client checks a server's certificate with this; set,
+            // the server config is spared building a verifier it never uses.
+            .with_insecure_skip_verify(true);
+        if !psk_suites.is_empty() {
+            builder = builder.with_psk(Some(Arc::new(move |identity: &[u8]| {
+                // On a server the callback gets the identity the client sent
+                // in its ClientKeyExchange (the crate calls it a hint).
+                keys.borrow()
+                    .get(identity)
+                    .map(|k| k.to_vec())
+                    .ok_or_else(|| {
+                        rtc_shared::error::Error::Other(format!(
+                            "unknown PSK identity {:?}",
+                            String::from_utf8_lossy(identity)
+                        ))
+                    })
+            })));
+        }
+        if let Some((files, suites)) = certificate {
+            let (chain, key) = read_certificate(files, provider.crypto())?;
+            builder = builder
+                .with_certificates(vec![Certificate {
+                    certificate: chain,
+                    private_key: key,
+                }])
+                .with_client_auth(ClientAuthType::RequireAndVerifyClientCert)
+                .with_client_cas(read_client_cas(files)?);
+            offers.extend(suites.iter().map(|s| (s.code(), Mode::Certificate)));
+        }
+        builder = builder.with_cipher_suites(
+            offers
+                .iter()
+                .map(|&(code, _)| CipherSuiteId::from(code))
+                .collect(),
+        );
+        let config = builder
+            .build(false, None)
+            .map_err(|e| anyhow::anyhow!("dtls: cannot make the DTLS server config: {e}"))?;
         Ok(Credentials {
-            psk,
-            certificate,
-            keys,
+            config: Arc::new(config),
+            offers,
         })
     }
 
-    /// The config for a new peer: the first suite in the client's order
-    /// that one of our configs offers. `None`: nothing in common.
-    pub(super) fn for_hello(&self, hello: &ClientHello<'_>) -> Option<(Mode, Config)> {
+    /// The credential a new peer's handshake will use: that of the first
+    /// suite in the client's order that we offer. `None`: nothing in common.
+    pub(super) fn mode_for(&self, hello: &ClientHello<'_>) -> Option<Mode> {
         hello.suites().find_map(|suite| {
-            if let Some((config, codes)) = &self.psk {
-                if codes.contains(&suite) {
-                    return Some((Mode::Psk, config.clone()));
-                }
-            }
-            match &self.certificate {
-                Some((config, codes)) if codes.contains(&suite) => {
-                    Some((Mode::Certificate, config.clone()))
-                }
-                _ => None,
-            }
+            self.offers
+                .iter()
+                .find(|(code, _)| *code == suite)
+                .map(|&(_, mode)| mode)
         })
     }
 }
 
-fn codes(suites: &[CipherSuite]) -> Vec<u16> {
-    suites.iter().map(|s| s.code()).collect()
-}
-
-fn suite_id(suite: CipherSuite) -> CipherSuiteId {
-    match suite {
-        CipherSuite::PskAes128Ccm8 => CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8,
-        CipherSuite::PskAes128Ccm => CipherSuiteId::Tls_Psk_With_Aes_128_Ccm,
-        CipherSuite::PskAes128GcmSha256 => CipherSuiteId::Tls_Psk_With_Aes_128_Gcm_Sha256,
-        CipherSuite::EcdheEcdsaAes128Ccm8 => CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_128_Ccm_8,
-        CipherSuite::EcdheEcdsaAes128GcmSha256 => {
-            CipherSuiteId::Tls_Ecdhe_Ecdsa_With_Aes_128_Gcm_Sha256
-        }
+fn read_chain(path: &std::path::Path, what: &str) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let chain = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("dtls.{what}: cannot read {}", path.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!("dtls.{what}: {} holds no PEM certificate", path.display());
     }
+    Ok(chain)
 }
 
-fn psk_config(keys: watch::Receiver<Arc<PskKeys>>, suites: &[CipherSuite]) -> Config {
-    Config {
-        // On a server the callback gets the identity the client sent in its
-        // ClientKeyExchange (the crate calls it a hint).
-        psk: Some(Arc::new(move |identity: &[u8]| {
-            keys.borrow()
-                .get(identity)
-                .map(|k| k.to_vec())
-                .ok_or_else(|| {
-                    webrtc_dtls::Error::Other(format!(
-                        "unknown PSK identity {:?}",
-                        String::from_utf8_lossy(identity)
-                    ))
-                })
-        })),
-        // No hint: no ServerKeyExchange, as RFC 4279 allows.
-        psk_identity_hint: None,
-        cipher_suites: suites.iter().copied().map(suite_id).collect(),
-        extended_master_secret: ExtendedMasterSecretType::Request,
-        ..Default::default()
-    }
-}
-
-fn certificate_config(files: &CertificateFiles, suites: &[CipherSuite]) -> anyhow::Result<Config> {
-    let read_chain = |path: &std::path::Path, what: &str| {
-        let chain = CertificateDer::pem_file_iter(path)
-            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-            .with_context(|| format!("dtls.{what}: cannot read {}", path.display()))?;
-        if chain.is_empty() {
-            anyhow::bail!("dtls.{what}: {} holds no PEM certificate", path.display());
-        }
-        Ok(chain)
-    };
+fn read_certificate(
+    files: &CertificateFiles,
+    crypto: &dyn rtc_dtls::crypto_provider::RTCCrypto,
+) -> anyhow::Result<(Vec<CertificateDer<'static>>, CryptoPrivateKey)> {
     let chain = read_chain(&files.certificate, "certificate")?;
-    let key_pem = std::fs::read_to_string(&files.private_key).with_context(|| {
-        format!(
-            "dtls.private_key: cannot read {}",
-            files.private_key.display()
+    let path = &files.private_key;
+    let pem = std::fs::read(path)
+        .with_context(|| format!("dtls.private_key: cannot read {}", path.display()))?;
+    let pkcs8 = private_key::p256_pkcs8(&pem).map_err(|found| {
+        anyhow::anyhow!(
+            "dtls.private_key: {} holds {found}; coap2mqtt takes {}",
+            path.display(),
+            private_key::WHAT_WORKS
         )
     })?;
-    // Certificate::from_pem wants a tag of its own; rcgen reads the PKCS#8
-    // ("BEGIN PRIVATE KEY") files openssl writes.
-    let key_pair = rcgen::KeyPair::from_pem(&key_pem).with_context(|| {
-        format!(
-            "dtls.private_key: {} is not a PKCS#8 PEM key (openssl genpkey -algorithm EC \
-             -pkeyopt ec_paramgen_curve:P-256 writes one)",
-            files.private_key.display()
-        )
-    })?;
-    let private_key = CryptoPrivateKey::from_key_pair(&key_pair).with_context(|| {
-        format!(
-            "dtls.private_key: {} is not an ECDSA P-256 key",
-            files.private_key.display()
-        )
-    })?;
+    let signing_key = crypto
+        .import_signing_key(SignatureScheme::EcdsaP256Sha256, &pkcs8)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "dtls.private_key: {} is a P-256 key the crypto library refuses ({e}); \
+                 coap2mqtt takes {}",
+                path.display(),
+                private_key::WHAT_WORKS
+            )
+        })?;
+    Ok((chain, CryptoPrivateKey::from_signing_key(signing_key)))
+}
+
+fn read_client_cas(files: &CertificateFiles) -> anyhow::Result<rustls::RootCertStore> {
     let mut client_cas = rustls::RootCertStore::empty();
     for ca in read_chain(&files.client_ca, "client_ca")? {
         client_cas
             .add(ca)
             .with_context(|| format!("dtls.client_ca: {}", files.client_ca.display()))?;
     }
-    Ok(Config {
-        certificates: vec![Certificate {
-            certificate: chain,
-            private_key,
-        }],
-        cipher_suites: suites.iter().copied().map(suite_id).collect(),
-        client_auth: ClientAuthType::RequireAndVerifyClientCert,
-        client_cas,
-        extended_master_secret: ExtendedMasterSecretType::Request,
-        ..Default::default()
-    })
+    Ok(client_cas)
 }
 
 /// The subject CN of a DER certificate.

@@ -1,27 +1,34 @@
-//! CoAP over DTLS 1.2 (RFC 7252 §9) on webrtc-dtls 0.12, with our own
-//! demultiplexer.
+//! CoAP over DTLS 1.2 (RFC 7252 §9) on rtc-dtls, the sans-IO DTLS of
+//! webrtc-rs, with our own demultiplexer and stateless cookie exchange.
 //!
-//! Per listen address: one UDP socket read by the demultiplexer
-//! (`demux.rs`), which looks at every datagram first (`prefilter.rs`) and
-//! hands it to its peer's session task (`session.rs`), which drives
-//! webrtc-dtls over a virtual connection (`vconn.rs`) with the credentials
-//! chosen from the ClientHello (`credentials.rs`). Decrypted datagrams, with
-//! the device's identity, go through a [`DtlsLink`] to the same
-//! [`Server`](super::server::Server) as plain UDP; answers go back through
-//! the session.
+//! Per listen address: one UDP socket and one [`DtlsLink`], driven by the
+//! listener's CoAP [`Server`](super::server::Server) task like plain UDP is:
+//! it reads datagrams, and the link runs them through a sans-IO
+//! [`Listener`](listener::Listener) (prefilter, cookie, table, sessions,
+//! rtc-dtls) on that task and hands back decrypted CoAP messages with the
+//! device's identity; answers are encrypted and sent on the same call;
+//! retransmissions and timeouts run when the server calls
+//! [`Link::handle_timeout`] at the link's [`Link::poll_timeout`]. No task or
+//! channel per session: an idle session is its rtc-dtls connection and a
+//! few fields (see docs/ARCHITECTURE.md for the measured size).
 //!
-//! Known limitations of webrtc-dtls 0.12 (see docs/ARCHITECTURE.md): a
-//! spoofed record of the next epoch with bad ciphertext, sent to a PSK
-//! session during its handshake's last flight, can end that session; and a
-//! spoofed ClientHello from a device's address replaces its session. The
-//! device then handshakes again.
+//! Files: `prefilter.rs` (what may be parsed at all), `cookie.rs` (the
+//! stateless HelloVerifyRequest), `handoff.rs` (starting an rtc-dtls
+//! connection from a hello that returned our cookie), `demux.rs` (the
+//! bounded table of sessions and their timers), `session.rs` (one rtc-dtls
+//! connection), `listener.rs` (all of it as one state machine),
+//! `credentials.rs` and `private_key.rs` (PSK and certificate config),
+//! `outcomes.rs` (handshake counters for /metrics).
 
+mod cookie;
 mod credentials;
 mod demux;
+mod handoff;
+mod listener;
 mod outcomes;
 mod prefilter;
+mod private_key;
 mod session;
-mod vconn;
 
 pub use credentials::Credentials;
 pub use demux::Limits;
@@ -31,20 +38,20 @@ use crate::coap::exchange::Peer;
 use crate::config::psk::{self, PskKeys};
 use crate::config::DtlsConfig;
 use anyhow::Context;
-use demux::{Demux, Peers};
+use listener::Listener;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
-/// Decrypted datagrams waiting for the CoAP server of one listener.
-const INBOUND: usize = 1024;
+/// Largest UDP payload.
+const MAX_DATAGRAM: usize = 65_535;
 
-/// Whether the demultiplexer lets a datagram from the network reach
-/// webrtc-dtls's parsers. Public for the `dtls_records` fuzz target, which
-/// checks that whatever passes cannot panic them.
+/// Whether the listener lets a datagram from the network reach rtc-dtls's
+/// parsers. Public for the `dtls_records` fuzz target, which checks that
+/// whatever passes cannot panic them.
 #[doc(hidden)]
 pub fn passes_prefilter(datagram: &[u8]) -> bool {
     prefilter::inspect(datagram).is_some()
@@ -91,28 +98,31 @@ impl Dtls {
         })
     }
 
-    /// Binds `addr` and starts its demultiplexer; it runs until the link
-    /// is dropped.
+    /// Binds `addr`: a listener that works as its server drives it.
     pub fn bind(&self, addr: SocketAddr) -> io::Result<DtlsLink> {
-        let socket = Arc::new(super::bind_udp(addr)?);
-        let name: Arc<str> = Arc::from(format!("dtls {}", socket.local_addr()?));
-        let peers = Arc::new(Peers::default());
-        let (inbound_tx, inbound) = mpsc::channel(INBOUND);
-        let (stop, stopped) = oneshot::channel();
-        let demux = Demux {
-            socket,
-            name: name.clone(),
-            peers: peers.clone(),
-            credentials: self.credentials.clone(),
-            limits: self.limits.clone(),
-            inbound: inbound_tx,
-        };
-        tokio::spawn(demux.run(stopped));
+        let socket = super::bind_udp(addr)?;
+        let local = socket.local_addr()?;
+        let sender = dup_for_sending(&socket)?;
+        let name: Arc<str> = Arc::from(format!("dtls {local}"));
+        let now = Instant::now();
+        let mut keys = self.keys.subscribe();
+        let current = keys.borrow_and_update().clone();
+        let listener = Listener::new(
+            name.clone(),
+            local,
+            self.credentials.clone(),
+            cookie::CookieJar::from_os(now),
+            self.limits.clone(),
+            current,
+            now,
+        );
         Ok(DtlsLink {
-            inbound,
-            peers,
+            socket,
+            sender,
+            listener,
+            keys,
             name,
-            _stop: stop,
+            buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
         })
     }
 
@@ -153,49 +163,95 @@ fn read_keys(path: &std::path::Path) -> anyhow::Result<PskKeys> {
     Ok(keys.unwrap_or_default())
 }
 
-/// The decrypted side of one DTLS listener, for its CoAP server. Dropping
-/// it stops the listener and ends its sessions.
+/// A second handle on the socket, to send from synchronous code: a
+/// datagram goes out at once or (buffer full) is dropped, as UDP may; DTLS
+/// and CoAP retransmit.
+fn dup_for_sending(socket: &tokio::net::UdpSocket) -> io::Result<std::net::UdpSocket> {
+    use std::os::fd::AsFd;
+    let fd = socket.as_fd().try_clone_to_owned()?;
+    Ok(std::net::UdpSocket::from(fd))
+}
+
+/// One DTLS listener, as its CoAP server drives it. Dropping it closes
+/// every session (close_notify to the established ones).
 pub struct DtlsLink {
-    inbound: mpsc::Receiver<(Peer, Vec<u8>)>,
-    peers: Arc<Peers>,
+    socket: tokio::net::UdpSocket,
+    sender: std::net::UdpSocket,
+    listener: Listener,
+    keys: watch::Receiver<Arc<PskKeys>>,
     name: Arc<str>,
-    _stop: oneshot::Sender<()>,
+    buf: Box<[u8]>,
+}
+
+impl DtlsLink {
+    /// Sends what the listener has to send.
+    fn flush(&mut self) {
+        while let Some((to, datagram)) = self.listener.poll_transmit() {
+            // Full buffer or an ICMP error of an earlier send: the datagram
+            // is lost, as it could be on the way.
+            let _ = self.sender.send_to(&datagram, to);
+        }
+    }
 }
 
 impl Link for DtlsLink {
     async fn recv(&mut self, buf: &mut [u8]) -> io::Result<(usize, Peer)> {
-        // The demultiplexer holds a sender as long as this link lives.
-        let Some((peer, datagram)) = self.inbound.recv().await else {
-            return std::future::pending().await;
-        };
-        let n = datagram.len().min(buf.len());
-        buf[..n].copy_from_slice(&datagram[..n]);
-        Ok((n, peer))
+        loop {
+            if let Some((peer, datagram)) = self.listener.poll_data() {
+                let n = datagram.len().min(buf.len());
+                buf[..n].copy_from_slice(&datagram[..n]);
+                return Ok((n, peer));
+            }
+            tokio::select! {
+                received = self.socket.recv_from(&mut self.buf) => {
+                    let (len, from) = received?;
+                    self.listener.on_datagram(Instant::now(), from, &self.buf[..len]);
+                    self.flush();
+                }
+                Ok(()) = self.keys.changed() => {
+                    let keys = self.keys.borrow_and_update().clone();
+                    self.listener.set_keys(Instant::now(), keys);
+                    self.flush();
+                }
+            }
+        }
     }
 
-    async fn send(&self, bytes: &[u8], to: &Peer) -> io::Result<()> {
-        let outbox = self
-            .peers
-            .outbox(to)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "its session has ended"))?;
-        outbox
-            .try_send(bytes.to_vec())
-            .map_err(|_| io::Error::new(io::ErrorKind::WouldBlock, "its session is not keeping up"))
+    async fn send(&mut self, bytes: &[u8], to: &Peer) -> io::Result<()> {
+        let written = self.listener.write(Instant::now(), to, bytes);
+        self.flush();
+        written
     }
 
     fn name(&self) -> &str {
         &self.name
     }
 
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.listener.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.listener.handle_timeout(now);
+        self.flush();
+    }
+
     fn handshakes(&self) -> Vec<(&'static str, u64)> {
-        self.peers.outcomes.totals()
+        self.listener.handshakes()
     }
 
     fn tables(&self) -> Vec<(&'static str, u64)> {
-        let (peers, handshaking) = self.peers.counts();
+        let (sessions, handshaking) = self.listener.counts();
         vec![
-            ("dtls_peers", peers as u64),
+            ("dtls_peers", sessions as u64),
             ("dtls_handshaking", handshaking as u64),
         ]
+    }
+}
+
+impl Drop for DtlsLink {
+    fn drop(&mut self) {
+        self.listener.close_all(Instant::now());
+        self.flush();
     }
 }

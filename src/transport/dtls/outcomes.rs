@@ -1,11 +1,6 @@
-//! How DTLS handshakes ended, counted where they end (the demultiplexer
-//! refuses new peers, each session task finishes or fails its own
-//! handshake) and read by the listener's CoAP server for /metrics.
-//!
-//! Atomics rather than the server's lock-free local counters because the
-//! outcomes happen in many tasks; they are rare next to datagrams.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! How DTLS handshakes ended, counted by the listener (which refuses new
+//! peers and sees each session's handshake finish or fail) and read by its
+//! CoAP server, on the same task, for /metrics.
 
 /// How one handshake ended; the discriminant indexes the counters.
 #[derive(Debug, Clone, Copy)]
@@ -20,30 +15,37 @@ pub enum Outcome {
     RefusedIdentity,
     /// It did not complete within `dtls.handshake_timeout_s`.
     Timeout,
-    /// A new peer over `dtls.new_peers_per_s`: its ClientHello was dropped.
+    /// A new peer (its ClientHello returned our cookie) over
+    /// `dtls.new_peers_per_s`: dropped; it retries.
     RateLimited,
-    /// A new peer while the table was full: its ClientHello was dropped.
+    /// A new peer (its ClientHello returned our cookie) while the table was
+    /// full: dropped; it retries.
     TableFull,
+    /// A ClientHello without a valid cookie, answered with a
+    /// HelloVerifyRequest and nothing kept: the first step of every real
+    /// handshake, and all a spoofed one ever gets.
+    CookieSent,
 }
 
 /// The metrics label of each [`Outcome`], in discriminant order.
-const LABELS: [&str; 6] = [
+const LABELS: [&str; 7] = [
     "ok",
     "failed",
     "refused_identity",
     "timeout",
     "rate_limited",
     "table_full",
+    "cookie_sent",
 ];
 
 #[derive(Debug, Default)]
 pub struct HandshakeOutcomes {
-    counts: [AtomicU64; LABELS.len()],
+    counts: [u64; LABELS.len()],
 }
 
 impl HandshakeOutcomes {
-    pub fn count(&self, outcome: Outcome) {
-        self.counts[outcome as usize].fetch_add(1, Ordering::Relaxed);
+    pub fn count(&mut self, outcome: Outcome) {
+        self.counts[outcome as usize] += 1;
     }
 
     /// Every outcome with its total so far, by its metrics label.
@@ -51,7 +53,7 @@ impl HandshakeOutcomes {
         LABELS
             .iter()
             .zip(&self.counts)
-            .map(|(label, n)| (*label, n.load(Ordering::Relaxed)))
+            .map(|(label, n)| (*label, *n))
             .collect()
     }
 }
@@ -62,18 +64,18 @@ mod tests {
 
     #[test]
     fn totals_list_every_outcome_with_its_count() {
-        let o = HandshakeOutcomes::default();
+        let mut o = HandshakeOutcomes::default();
         o.count(Outcome::Ok);
         o.count(Outcome::Ok);
         o.count(Outcome::Timeout);
         let totals = o.totals();
-        assert_eq!(totals.len(), 6);
+        assert_eq!(totals.len(), 7);
         assert!(totals.contains(&("ok", 2)));
         assert!(totals.contains(&("timeout", 1)));
         assert!(totals.contains(&("failed", 0)));
-        o.count(Outcome::TableFull);
+        o.count(Outcome::CookieSent);
         assert!(
-            o.totals().contains(&("table_full", 1)),
+            o.totals().contains(&("cookie_sent", 1)),
             "the last label lines up"
         );
     }

@@ -1,21 +1,21 @@
-//! A look at each datagram before webrtc-dtls sees it.
+//! A look at each datagram before anything else parses it.
 //!
-//! Three parser panics in webrtc-dtls 0.12 are reachable with one
-//! unauthenticated datagram: a ClientHello whose extension header is
-//! truncated (handshake_message_client_hello.rs), a ClientKeyExchange of
-//! zero or one byte (handshake_message_client_key_exchange.rs), and a
-//! malformed ServerHello (handshake_message_server_hello.rs:137; found by
-//! the `dtls_records` fuzz target): the library parses every handshake
-//! message by its type byte, whoever sent it. So only well-framed datagrams
-//! pass: whole records, and in plaintext (epoch 0) handshake records only
-//! unfragmented messages of the kinds a client sends (ClientHello,
-//! Certificate, CertificateVerify, ClientKeyExchange), a ClientHello whose
-//! every vector fits, a ClientKeyExchange of at least two bytes. Encrypted
-//! records are the library's business.
+//! Only well-framed datagrams pass: whole records, and in plaintext
+//! (epoch 0) handshake records only unfragmented messages of the kinds a
+//! client sends (ClientHello, Certificate, CertificateVerify,
+//! ClientKeyExchange), a ClientHello whose every vector fits and that has no
+//! session id, a ClientKeyExchange of at least two bytes. Encrypted records
+//! are the DTLS library's business.
 //!
-//! The same walk tells the demultiplexer what it needs of a ClientHello:
-//! whether it carries a cookie (the peer answered a HelloVerifyRequest, so
-//! its address is real) and which cipher suites it offers, in its order.
+//! Why, with rtc-dtls: it parses every handshake message by its type byte,
+//! whoever sent it, and its ClientHello parser reads a session id's length
+//! but not its bytes (a new handshake has none, and our server never
+//! resumes one). webrtc-dtls 0.12, before it, had four parser panics behind
+//! such messages (`regressions/`). The `dtls_records` fuzz target checks
+//! that nothing that passes here can panic rtc-dtls's parsers.
+//!
+//! The same walk gives the demultiplexer the ClientHello it answers without
+//! keeping state (`cookie.rs`): its parameters, cookie and cipher suites.
 
 const RECORD_HEADER: usize = 13;
 const HANDSHAKE_HEADER: usize = 12;
@@ -38,16 +38,55 @@ pub(super) enum Datagram<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ClientHello<'a> {
     pub has_cookie: bool,
-    /// The cipher suite list, two bytes each, in the client's order.
-    suites: &'a [u8],
+    /// The datagram is this one record holding this one message, as
+    /// clients send a ClientHello; only such a hello starts a session.
+    pub alone: bool,
+    /// The record's sequence number (48 bits).
+    pub record_sequence: u64,
+    /// The handshake message's sequence number: 0 for a first ClientHello,
+    /// 1 for the one that returns a cookie.
+    pub message_sequence: u16,
+    /// The message body (after the 12-byte handshake header).
+    body: &'a [u8],
+    /// Where in `body` the cookie's length byte is.
+    cookie_at: usize,
+    /// Where in `body` the extensions (or the end) begin.
+    extensions_at: usize,
 }
 
-impl ClientHello<'_> {
+impl<'a> ClientHello<'a> {
     /// The offered cipher suites, in the client's order of preference.
-    pub fn suites(&self) -> impl Iterator<Item = u16> + '_ {
-        self.suites
+    pub fn suites(&self) -> impl Iterator<Item = u16> + 'a {
+        self.suites_bytes()
             .chunks_exact(2)
             .map(|c| u16::from_be_bytes([c[0], c[1]]))
+    }
+
+    pub fn cookie(&self) -> &'a [u8] {
+        let n = usize::from(self.body[self.cookie_at]);
+        &self.body[self.cookie_at + 1..self.cookie_at + 1 + n]
+    }
+
+    /// version, random and session id: what precedes the cookie.
+    pub fn before_cookie(&self) -> &'a [u8] {
+        &self.body[..self.cookie_at]
+    }
+
+    /// cipher suites and compression methods (with their lengths): what
+    /// follows the cookie, up to the extensions.
+    pub fn after_cookie(&self) -> &'a [u8] {
+        &self.body[self.cookie_at + 1 + self.cookie().len()..self.extensions_at]
+    }
+
+    /// Everything after the cookie, extensions included.
+    pub fn rest(&self) -> &'a [u8] {
+        &self.body[self.cookie_at + 1 + self.cookie().len()..]
+    }
+
+    fn suites_bytes(&self) -> &'a [u8] {
+        let after = self.after_cookie();
+        let n = usize::from(u16::from_be_bytes([after[0], after[1]]));
+        &after[2..2 + n]
     }
 }
 
@@ -66,7 +105,11 @@ pub(super) fn inspect(d: &[u8]) -> Option<Datagram<'_>> {
             None
         };
         if off == 0 {
-            first = Some(hello.map_or(Datagram::Other, Datagram::Hello));
+            first = Some(hello.map_or(Datagram::Other, |mut hello| {
+                hello.record_sequence = u48(&header[5..11]);
+                hello.alone &= RECORD_HEADER + len == d.len();
+                Datagram::Hello(hello)
+            }));
         }
         off += RECORD_HEADER + len;
     }
@@ -88,8 +131,10 @@ fn handshake_record(mut r: &[u8]) -> Option<Option<ClientHello<'_>>> {
         let body = r.get(HANDSHAKE_HEADER..HANDSHAKE_HEADER + length)?;
         match kind {
             CLIENT_HELLO => {
-                let parsed = client_hello(body)?;
+                let mut parsed = client_hello(body)?;
                 if first {
+                    parsed.message_sequence = u16::from_be_bytes([header[4], header[5]]);
+                    parsed.alone = HANDSHAKE_HEADER + length == r.len();
                     hello = Some(parsed);
                 }
             }
@@ -108,16 +153,18 @@ fn handshake_record(mut r: &[u8]) -> Option<Option<ClientHello<'_>>> {
 /// [extensions<2>, each type(2) length(2) data]
 fn client_hello(b: &[u8]) -> Option<ClientHello<'_>> {
     let mut p = 34;
-    // webrtc-dtls 0.12 reads the session id's length but not its bytes, so
-    // for a non-empty one its parse (unlike ours) runs off into the rest and
-    // reaches an unchecked index (handshake_message_client_hello.rs:181).
-    // Its server never resumes sessions, so a new handshake has none.
+    // rtc-dtls 0.21 (and webrtc-dtls 0.12, where it ended in a panic at
+    // handshake_message_client_hello.rs:181) reads the session id's length
+    // but not its bytes, so it would parse the rest from the wrong place.
+    // Our server never resumes sessions, so a new handshake has none.
     if !vec8(b, &mut p)?.is_empty() {
         return None;
     }
+    let cookie_at = p;
     let cookie = vec8(b, &mut p)?;
     let suites = vec16(b, &mut p)?;
     let _compression = vec8(b, &mut p)?;
+    let extensions_at = p;
     if p < b.len() {
         let mut extensions = vec16(b, &mut p)?;
         while !extensions.is_empty() {
@@ -134,7 +181,12 @@ fn client_hello(b: &[u8]) -> Option<ClientHello<'_>> {
     }
     Some(ClientHello {
         has_cookie: !cookie.is_empty(),
-        suites,
+        alone: false,
+        record_sequence: 0,
+        message_sequence: 0,
+        body: b,
+        cookie_at,
+        extensions_at,
     })
 }
 
@@ -150,6 +202,10 @@ fn vec16<'a>(b: &'a [u8], p: &mut usize) -> Option<&'a [u8]> {
     let v = b.get(*p + 2..*p + 2 + n)?;
     *p += 2 + n;
     Some(v)
+}
+
+fn u48(b: &[u8]) -> u64 {
+    b.iter().fold(0, |n, &byte| (n << 8) | u64::from(byte))
 }
 
 fn u24(b: &[u8]) -> usize {
@@ -200,6 +256,22 @@ mod tests {
         assert_eq!(hello.suites().collect::<Vec<_>>(), vec![0xc0a8, 0x00a8]);
         let d = client_hello_datagram(&[1, 2, 3], &[0xc0a8], &[]);
         assert!(matches!(inspect(&d), Some(Datagram::Hello(h)) if h.has_cookie));
+    }
+
+    #[test]
+    fn a_client_hello_shows_what_its_cookie_binds() {
+        let d = client_hello_datagram(&[9, 9], &[0xc0a8], &[0, 23, 0, 0]);
+        let Some(Datagram::Hello(hello)) = inspect(&d) else {
+            panic!("not a hello");
+        };
+        assert!(hello.alone);
+        assert_eq!(hello.cookie(), &[9, 9]);
+        assert_eq!(hello.before_cookie().len(), 2 + 32 + 1);
+        assert_eq!(hello.after_cookie(), &[0, 2, 0xc0, 0xa8, 1, 0]);
+        assert_eq!(hello.rest(), &[0, 2, 0xc0, 0xa8, 1, 0, 0, 4, 0, 23, 0, 0]);
+        let mut two = d.clone();
+        two.extend_from_slice(&d);
+        assert!(matches!(inspect(&two), Some(Datagram::Hello(h)) if !h.alone));
     }
 
     #[test]

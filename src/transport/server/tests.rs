@@ -30,7 +30,7 @@ impl Link for MemoryLink {
         }
     }
 
-    async fn send(&self, bytes: &[u8], to: &Peer) -> io::Result<()> {
+    async fn send(&mut self, bytes: &[u8], to: &Peer) -> io::Result<()> {
         let _ = self.outbound.send((bytes.to_vec(), to.clone()));
         Ok(())
     }
