@@ -5,10 +5,12 @@
 //! wrote (its number formatting, key order and whitespace). What is checked
 //! is what a consumer could trip on: the payload is UTF-8 (RFC 8259 §8.1),
 //! is one JSON text with nothing after it (serde_json's grammar: no comments,
-//! no trailing commas, no raw control characters in strings, numbers
-//! without range limits), and nests at most [`MAX_DEPTH`] arrays and
-//! objects, the same bound CBOR and SenML get. A duplicate object name is
-//! not refused here (RFC 8259 allows it; the bytes are the device's).
+//! no trailing commas, no raw control characters in strings), nests at most
+//! [`MAX_DEPTH`] arrays and objects, the same bound CBOR and SenML get, and
+//! has no number beyond the range of a double (`1e999`): RFC 8259 §6 lets a
+//! reader limit that range, most do, and CBOR and SenML never produce one
+//! (found by the `translate` fuzz target). A duplicate object name is not
+//! refused here (RFC 8259 allows it; the bytes are the device's).
 
 use super::{malformed, Refusal, MAX_DEPTH};
 
@@ -16,9 +18,9 @@ use super::{malformed, Refusal, MAX_DEPTH};
 pub(super) fn pass_through(payload: &[u8], max_output: usize) -> Result<Vec<u8>, Refusal> {
     let text = std::str::from_utf8(payload).map_err(|_| malformed("json: invalid UTF-8"))?;
     check_depth(text)?;
-    // IgnoredAny: serde_json checks the grammar without building a value,
-    // iteratively (no recursion on deep input).
-    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
+    // Building a value checks every number's range too; the depth is
+    // bounded above, so its recursion is.
+    if let Err(e) = serde_json::from_str::<serde_json::Value>(text) {
         return Err(syntax("json", &e));
     }
     if payload.len() > max_output {
@@ -85,7 +87,7 @@ mod tests {
             &b"{ \"b\" : 1.50, \"a\" : [true, null, \"\\u00fc\"] }\n"[..],
             b"23.1",
             b"\"text\"",
-            b"[1e999]",
+            b"[123456789012345678901234567890, -1e308, 5e-324]",
             b"{\"a\":1,\"a\":2}",
         ] {
             assert_eq!(pass(text).as_deref(), Ok(text), "{text:?}");
@@ -104,6 +106,9 @@ mod tests {
             b"\xef\xbb\xbf{}",
             b"NaN",
             b"[1, 2",
+            b"[1e999]",
+            // Found by the fuzz target: a number past a double's range.
+            b"1.126666E66666666666666696",
         ] {
             assert!(matches!(pass(text), Err(Refusal::Malformed(_))), "{text:?}");
         }
