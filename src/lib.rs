@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod reload;
 pub mod route;
 pub mod store;
+pub mod translate;
 pub mod transport;
 pub mod uplink;
 pub mod watchdog;
