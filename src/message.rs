@@ -56,4 +56,7 @@ pub struct Meta {
     pub content_format: Option<u16>,
     /// The route's `expiry_s`: the message is worth nothing after that long.
     pub expiry_s: Option<u32>,
+    /// The payload is the gateway's JSON translation of what the device
+    /// sent (`payload = "json"`); `content_format` stays the device's.
+    pub translated: bool,
 }

@@ -14,6 +14,10 @@
 //! - A resolved topic is always a valid MQTT topic name for PUBLISH: no `+`,
 //!   `#` or NUL, and a captured segment cannot add topic levels. Publishing an
 //!   invalid topic would make the broker drop the whole connection.
+//! - `{senml_name}` is known only to routes that split SenML packs into
+//!   records; such a topic is finished per record ([`Topic::for_record`]),
+//!   where a record's name, unlike a capture, may add levels (`/` is one of
+//!   the characters RFC 8428 allows in names).
 
 use crate::message::Qos;
 use std::fmt;
@@ -87,10 +91,78 @@ pub enum Refusal {
 /// Where and how one accepted request is published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
-    pub topic: String,
+    pub topic: Topic,
     pub qos: Qos,
     pub retain: bool,
     pub expiry_s: Option<u32>,
+    /// What the published payload is: the device's bytes, or JSON.
+    pub payload: Payload,
+    /// Each resolved SenML record becomes a message of its own.
+    pub split: bool,
+}
+
+/// A route's `payload` key: what reaches the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Payload {
+    /// The device's bytes, untouched (the default).
+    #[default]
+    Raw,
+    /// JSON, whatever the device sent (see [`crate::translate`]).
+    Json,
+}
+
+impl Payload {
+    pub fn from_name(name: &str) -> Option<Payload> {
+        match name {
+            "raw" => Some(Payload::Raw),
+            "json" => Some(Payload::Json),
+            _ => None,
+        }
+    }
+}
+
+/// A topic rendered from a request; with `{senml_name}` in the template,
+/// the places a record's name goes are still open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topic(Vec<Piece>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    SenmlName,
+}
+
+impl Topic {
+    /// True when the template names `{senml_name}`.
+    pub fn per_record(&self) -> bool {
+        self.0.contains(&Piece::SenmlName)
+    }
+
+    /// The finished topic for one message: `name` is the SenML record's
+    /// resolved name, for templates with `{senml_name}`. A name that would
+    /// make an invalid topic (a wildcard, NUL, empty where a name is
+    /// needed, too long) is refused like a bad capture.
+    pub fn for_record(&self, name: Option<&str>) -> Result<String, Refusal> {
+        let mut topic = String::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(text) => topic.push_str(text),
+                Piece::SenmlName => {
+                    let name = name
+                        .filter(|n| !n.is_empty())
+                        .ok_or(Refusal::InvalidTopic)?;
+                    if name.contains(['+', '#', '\0']) {
+                        return Err(Refusal::InvalidTopic);
+                    }
+                    topic.push_str(name);
+                }
+            }
+        }
+        if topic.is_empty() || topic.len() > MAX_TOPIC_BYTES {
+            return Err(Refusal::InvalidTopic);
+        }
+        Ok(topic)
+    }
 }
 
 /// A route that cannot be built; names the config key at fault.
@@ -106,6 +178,8 @@ pub enum RouteError {
     Identities(String),
     #[error("methods: {0}")]
     Methods(String),
+    #[error("split: {0}")]
+    Split(String),
 }
 
 impl RouteError {
@@ -117,6 +191,7 @@ impl RouteError {
             RouteError::Identity(_) => "identity",
             RouteError::Identities(_) => "identities",
             RouteError::Methods(_) => "methods",
+            RouteError::Split(_) => "split",
         }
     }
 
@@ -127,7 +202,8 @@ impl RouteError {
             | RouteError::Topic(d)
             | RouteError::Identity(d)
             | RouteError::Identities(d)
-            | RouteError::Methods(d) => d,
+            | RouteError::Methods(d)
+            | RouteError::Split(d) => d,
         }
     }
 }
@@ -147,6 +223,10 @@ pub struct RouteSpec<'a> {
     /// `expiry_s`: the message is worth nothing after this long (MQTT 5
     /// Message Expiry; not published at all once it passed in the queue).
     pub expiry_s: Option<u32>,
+    /// `payload = "raw" | "json"`.
+    pub payload: Payload,
+    /// `split = true`: one message per SenML record (needs `payload = "json"`).
+    pub split: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +255,8 @@ pub struct Route {
     identity_capture: Option<String>,
     identities: Vec<String>,
     expiry_s: Option<u32>,
+    payload: Payload,
+    split: bool,
 }
 
 impl Route {
@@ -191,11 +273,25 @@ impl Route {
         let topic = parse_template(spec.topic).map_err(RouteError::Topic)?;
         for part in &topic {
             if let Part::Var(name) = part {
+                if name == "senml_name" {
+                    if !spec.split {
+                        return Err(RouteError::Topic(
+                            "{senml_name} needs split = true (and payload = \"json\"): only a record split from a SenML pack has one name".into(),
+                        ));
+                    }
+                    continue;
+                }
                 let known = name == "gateway" || name == "identity" || captures.contains(&&**name);
                 if !known {
                     return Err(RouteError::Topic(format!("unknown variable {{{name}}}")));
                 }
             }
+        }
+        if spec.split && spec.payload != Payload::Json {
+            return Err(RouteError::Split(
+                "needs payload = \"json\": records are split from a SenML pack as it is translated"
+                    .into(),
+            ));
         }
         if spec.methods.is_empty() {
             return Err(RouteError::Methods(
@@ -236,6 +332,8 @@ impl Route {
             identity_capture,
             identities: spec.identities.to_vec(),
             expiry_s: spec.expiry_s,
+            payload: spec.payload,
+            split: spec.split,
         })
     }
 
@@ -300,11 +398,16 @@ impl Route {
         captures: &[(&str, Capture<'_>)],
         gateway: &str,
         identity: Option<&str>,
-    ) -> Result<String, Refusal> {
+    ) -> Result<Topic, Refusal> {
+        let mut pieces = Vec::new();
         let mut topic = String::new();
         for part in &self.topic {
             match part {
                 Part::Literal(lit) => topic.push_str(lit),
+                Part::Var(name) if name == "senml_name" => {
+                    pieces.push(Piece::Text(std::mem::take(&mut topic)));
+                    pieces.push(Piece::SenmlName);
+                }
                 Part::Var(name) if name == "gateway" => topic.push_str(gateway),
                 Part::Var(name) if name == "identity" => {
                     let identity = identity.ok_or(Refusal::Forbidden)?;
@@ -330,8 +433,12 @@ impl Route {
                 }
             }
         }
-        if topic.is_empty() || topic.len() > MAX_TOPIC_BYTES {
-            return Err(Refusal::InvalidTopic);
+        pieces.push(Piece::Text(topic));
+        pieces.retain(|p| !matches!(p, Piece::Text(t) if t.is_empty()));
+        let topic = Topic(pieces);
+        if !topic.per_record() {
+            // Checked now; per-record topics are checked with their names.
+            topic.for_record(None)?;
         }
         Ok(topic)
     }
@@ -397,6 +504,8 @@ impl Router {
                 qos: route.qos,
                 retain: route.retain,
                 expiry_s: route.expiry_s,
+                payload: route.payload,
+                split: route.split,
             });
         }
         Err(if path_matched {
@@ -546,6 +655,8 @@ mod tests {
             identity: None,
             identities: &[],
             expiry_s: None,
+            payload: Payload::Raw,
+            split: false,
         }
     }
 
@@ -559,7 +670,8 @@ mod tests {
 
     fn topic(r: &Router, path: &str) -> Result<String, Refusal> {
         let segments: Vec<&str> = path.split('/').collect();
-        r.resolve(&segments, Method::Post, None).map(|x| x.topic)
+        r.resolve(&segments, Method::Post, None)
+            .and_then(|x| x.topic.for_record(None))
     }
 
     #[test]
@@ -625,7 +737,8 @@ mod tests {
         second.methods = &get;
         let r = router(&[spec("s/{d}", "post/{d}"), second]);
         assert_eq!(
-            r.resolve(&["s", "x"], Method::Get, None).map(|x| x.topic),
+            r.resolve(&["s", "x"], Method::Get, None)
+                .and_then(|x| x.topic.for_record(None)),
             Ok("get/x".into())
         );
     }
@@ -699,7 +812,7 @@ mod tests {
         s.identity = Some("{device}");
         let r = router(&[s]);
         let ok = r.resolve(&["sensors", "d1"], Method::Post, Some("d1"));
-        assert_eq!(ok.map(|x| x.topic), Ok("t/d1".into()));
+        assert_eq!(ok.and_then(|x| x.topic.for_record(None)), Ok("t/d1".into()));
         assert_eq!(
             r.resolve(&["sensors", "d2"], Method::Post, Some("d1")),
             Err(Refusal::Forbidden)
@@ -762,5 +875,83 @@ mod tests {
         assert_eq!(Method::from_name("post"), Some(Method::Post));
         assert_eq!(Method::from_name("IPATCH"), Some(Method::IPatch));
         assert_eq!(Method::from_name("TRACE"), None);
+    }
+
+    fn split_spec<'a>(resource: &'a str, topic: &'a str) -> RouteSpec<'a> {
+        RouteSpec {
+            payload: Payload::Json,
+            split: true,
+            ..spec(resource, topic)
+        }
+    }
+
+    #[test]
+    fn a_split_route_finishes_its_topic_per_record() {
+        let r = router(&[split_spec("s/{device}", "site/{device}/{senml_name}/v")]);
+        let resolved = r.resolve(&["s", "d1"], Method::Post, None).unwrap();
+        assert!(resolved.split && resolved.topic.per_record());
+        assert_eq!(
+            resolved
+                .topic
+                .for_record(Some("urn:dev:ow:10e2073a0108006:temp")),
+            Ok("site/d1/urn:dev:ow:10e2073a0108006:temp/v".into())
+        );
+        // A record name may add levels; it may not be a wildcard, NUL or missing.
+        assert_eq!(
+            resolved.topic.for_record(Some("3303/0/5700")),
+            Ok("site/d1/3303/0/5700/v".into())
+        );
+        for bad in [Some("a+b"), Some("#"), Some("a\0"), Some(""), None] {
+            assert_eq!(
+                resolved.topic.for_record(bad),
+                Err(Refusal::InvalidTopic),
+                "{bad:?}"
+            );
+        }
+        let long = "n".repeat(MAX_TOPIC_BYTES);
+        assert_eq!(
+            resolved.topic.for_record(Some(&long)),
+            Err(Refusal::InvalidTopic)
+        );
+    }
+
+    #[test]
+    fn a_split_route_without_senml_name_keeps_one_topic() {
+        let r = router(&[split_spec("s/{device}", "site/{device}")]);
+        let resolved = r.resolve(&["s", "d1"], Method::Post, None).unwrap();
+        assert!(!resolved.topic.per_record());
+        assert_eq!(
+            resolved.topic.for_record(Some("ignored")),
+            Ok("site/d1".into())
+        );
+    }
+
+    #[test]
+    fn senml_name_needs_split_and_split_needs_json() {
+        let err = Route::new(&spec("s/{d}", "t/{senml_name}")).unwrap_err();
+        assert_eq!(err.key(), "topic");
+        assert!(err.detail().contains("split = true"), "{err}");
+        let mut raw_split = spec("s/{d}", "t/{d}");
+        raw_split.split = true;
+        let err = Route::new(&raw_split).unwrap_err();
+        assert_eq!(err.key(), "split");
+        assert!(err.detail().contains("payload = \"json\""), "{err}");
+    }
+
+    #[test]
+    fn the_route_says_what_the_payload_becomes() {
+        let mut json = spec("j", "t/j");
+        json.payload = Payload::Json;
+        let r = router(&[json, spec("r", "t/r")]);
+        assert_eq!(
+            r.resolve(&["j"], Method::Post, None).unwrap().payload,
+            Payload::Json
+        );
+        assert_eq!(
+            r.resolve(&["r"], Method::Post, None).unwrap().payload,
+            Payload::Raw
+        );
+        assert_eq!(Payload::from_name("json"), Some(Payload::Json));
+        assert_eq!(Payload::from_name("cbor"), None);
     }
 }

@@ -570,13 +570,13 @@ mod store_worker {
                         let payload = format!("m{}", first + k);
                         handle
                             .blocking_send(Command::Append {
-                                message: Message {
+                                messages: vec![Message {
                                     topic: "t".into(),
                                     payload: payload.clone().into_bytes(),
                                     qos: Qos::AtLeastOnce,
                                     retain: false,
                                     meta: Default::default(),
-                                },
+                                }],
                                 received_ms: coap2mqtt::clock::now_ms(),
                                 recall: payload.into_bytes(),
                                 receipt: k,

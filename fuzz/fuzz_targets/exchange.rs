@@ -9,7 +9,7 @@
 
 use coap2mqtt::coap::{Exchange, ExchangeConfig, Peer, Step, StoreOutcome};
 use coap2mqtt::message::Qos;
-use coap2mqtt::route::{Method, Route, RouteSpec, Router};
+use coap2mqtt::route::{Method, Payload, Route, RouteSpec, Router};
 use libfuzzer_sys::fuzz_target;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +20,8 @@ fn router() -> Router {
         ("sensors/{device}/{metric}", "site/{gateway}/{device}/{metric}", None),
         ("raw/{path*}", "raw/{path}", None),
         ("dev/{device}", "d/{identity}/{device}", Some("{device}")),
+        ("json/{device}", "j/{device}", None),
+        ("split/{device}", "s/{device}/{senml_name}", None),
     ];
     let routes = specs
         .iter()
@@ -33,6 +35,12 @@ fn router() -> Router {
                 identity: *identity,
                 identities: &[],
                 expiry_s: None,
+                payload: if resource.starts_with("json") || resource.starts_with("split") {
+                    Payload::Json
+                } else {
+                    Payload::Raw
+                },
+                split: resource.starts_with("split"),
             })
             .ok()
         })
@@ -71,10 +79,14 @@ fuzz_target!(|data: &[u8]| {
         let len = usize::from(u16::from_be_bytes([rest[3], rest[4]])).min(rest.len() - 5);
         let datagram = &rest[5..5 + len];
         rest = &rest[5 + len..];
-        let reply = match exchange.on_datagram(peer, datagram, &router, now) {
+        let reply = match exchange.on_datagram(peer, datagram, &router, now, 1_700_000_000_000) {
             Step::Reply(bytes) => Some(bytes),
-            Step::Store { ticket, message } => {
-                assert!(!message.topic.contains(['+', '#', '\0']));
+            Step::Store { ticket, messages } => {
+                assert!(!messages.is_empty());
+                for message in &messages {
+                    assert!(!message.topic.contains(['+', '#', '\0']));
+                    assert!(!message.meta.translated || serde_json::from_slice::<serde_json::Value>(&message.payload).is_ok());
+                }
                 exchange.on_stored(ticket, outcome, now)
             }
             Step::Ignore(_) => None,

@@ -97,6 +97,16 @@ exchange_counters! {
     invalid_topics => Refused "invalid_topic";
     /// 4.13: the body (or a Block1 Size1) exceeds `max_payload`.
     too_large => Refused "too_large";
+    /// 4.00 on a `payload = "json"` route: the body does not decode as its
+    /// Content-Format (answered with a diagnostic payload).
+    payload_malformed => Refused "payload_malformed";
+    /// 4.15 on a `payload = "json"` route: no Content-Format, or one the
+    /// gateway cannot translate.
+    unsupported_content_format => Refused "unsupported_content_format";
+    /// Requests translated to JSON and handed to the store.
+    translated => Event "translated";
+    /// Messages beyond the first that `split = true` made of one request.
+    split_records => Event "split_record";
     /// 2.31: non-final blocks accepted.
     block_continues => Event "block_continue";
     /// 4.08: blocks that did not continue an upload.

@@ -31,7 +31,8 @@ use super::wire::{
     self, CoapMessage, Code, Header, MessageType, ParseError, Response, ResponseOptions, Token,
 };
 use crate::message::{Message, Meta};
-use crate::route::{Refusal, Router};
+use crate::route::{Payload, Refusal, Router};
+use crate::translate::{self, Translated};
 use crate::uplink::properties::packet_size;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,8 +87,13 @@ pub struct Peer {
 pub enum Step {
     /// Send these bytes to the peer now.
     Reply(Vec<u8>),
-    /// Persist the message, then call [`Exchange::on_stored`] with the ticket.
-    Store { ticket: Ticket, message: Message },
+    /// Persist the messages (one, or the records of a split SenML pack:
+    /// all of them or none), then call [`Exchange::on_stored`] with the
+    /// ticket.
+    Store {
+        ticket: Ticket,
+        messages: Vec<Message>,
+    },
     /// Nothing to send; why, for metrics and rate-limited logs.
     Ignore(Ignored),
 }
@@ -194,10 +200,14 @@ struct Origin {
 }
 
 /// What the gateway says, before it is addressed.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Answer {
     code: Code,
     options: ResponseOptions,
+    /// A diagnostic payload (RFC 7252 §5.5.2) for a request the gateway
+    /// could not read. Not remembered for retransmissions: they get the
+    /// same code and options without it.
+    diagnostic: Option<Box<str>>,
 }
 
 impl Answer {
@@ -205,6 +215,7 @@ impl Answer {
         Answer {
             code,
             options: ResponseOptions::default(),
+            diagnostic: None,
         }
     }
 }
@@ -213,7 +224,7 @@ impl Answer {
 enum Decision {
     Answer(Answer),
     Store {
-        message: Message,
+        messages: Vec<Message>,
         block1: Option<BlockOption>,
     },
     /// Non-confirmable with an unrecognized critical option: no answer.
@@ -285,6 +296,7 @@ impl Exchange {
             };
             let answer = Answer {
                 code: Code::CHANGED,
+                diagnostic: None,
                 options: ResponseOptions {
                     block1: recall.block1,
                     ..ResponseOptions::default()
@@ -299,25 +311,28 @@ impl Exchange {
             // needed, which is harmless.
             let since = now.checked_sub(age).unwrap_or(now);
             self.dedup
-                .remember(key, remembered(&origin, answer), lifetime, since);
+                .remember(key, remembered(&origin, &answer), lifetime, since);
             remembered_now += 1;
         }
         self.sync_table_counters();
         remembered_now
     }
 
-    /// One datagram in; what to do now out.
+    /// One datagram in; what to do now out. `now` drives the protocol's
+    /// timers; `wall_ms` (milliseconds since the Unix epoch) is the time of
+    /// receipt that SenML times relative to "now" resolve against.
     pub fn on_datagram(
         &mut self,
         peer: &Peer,
         datagram: &[u8],
         router: &Router,
         now: Instant,
+        wall_ms: u64,
     ) -> Step {
         self.counters.datagrams += 1;
         self.dedup.purge(now);
         self.assemblies.expire(now);
-        let step = self.receive(peer, datagram, router, now);
+        let step = self.receive(peer, datagram, router, now, wall_ms);
         self.sync_table_counters();
         step
     }
@@ -337,6 +352,7 @@ impl Exchange {
                 self.counters.stored += 1;
                 Answer {
                     code: Code::CHANGED,
+                    diagnostic: None,
                     options: ResponseOptions {
                         block1: ticket.block1.map(BlockOption::value),
                         ..ResponseOptions::default()
@@ -347,6 +363,7 @@ impl Exchange {
                 self.counters.store_full += 1;
                 Answer {
                     code: Code::SERVICE_UNAVAILABLE,
+                    diagnostic: None,
                     options: ResponseOptions {
                         max_age: Some(self.config.full_retry_after_s),
                         ..ResponseOptions::default()
@@ -358,18 +375,25 @@ impl Exchange {
                 Answer::new(Code::INTERNAL_SERVER_ERROR)
             }
         };
-        let bytes = self.address(&ticket.origin, answer);
+        let bytes = self.address(&ticket.origin, &answer);
         let key = DedupKey {
             peer: ticket.peer,
             message_id: ticket.origin.message_id,
         };
         self.dedup
-            .answer(&key, ticket.stamp, remembered(&ticket.origin, answer));
+            .answer(&key, ticket.stamp, remembered(&ticket.origin, &answer));
         self.sync_table_counters();
         bytes
     }
 
-    fn receive(&mut self, peer: &Peer, datagram: &[u8], router: &Router, now: Instant) -> Step {
+    fn receive(
+        &mut self,
+        peer: &Peer,
+        datagram: &[u8],
+        router: &Router,
+        now: Instant,
+        wall_ms: u64,
+    ) -> Step {
         let message = match wire::parse(datagram) {
             Ok(message) => message,
             Err(ParseError::TooShort(_)) => {
@@ -400,7 +424,7 @@ impl Exchange {
                 self.counters.malformed += 1;
                 Step::Ignore(Ignored::Malformed)
             }
-            _ if header.code.is_request() => self.on_request(peer, &message, router, now),
+            _ if header.code.is_request() => self.on_request(peer, &message, router, now, wall_ms),
             _ => {
                 // A response (or a reserved class) the gateway never asked for.
                 self.counters.not_requests += 1;
@@ -430,6 +454,7 @@ impl Exchange {
         message: &CoapMessage<'_>,
         router: &Router,
         now: Instant,
+        wall_ms: u64,
     ) -> Step {
         let confirmable = message.header.message_type == MessageType::Confirmable;
         let key = DedupKey {
@@ -465,8 +490,8 @@ impl Exchange {
         } else {
             Lifetime::NonConfirmable
         };
-        match self.decide(peer, message, &options, router, now) {
-            Decision::Store { message, block1 } => {
+        match self.decide(peer, message, &options, router, now, wall_ms) {
+            Decision::Store { messages, block1 } => {
                 let stamp = self.dedup.remember(key, Remembered::Pending, lifetime, now);
                 self.counters.handed_to_store += 1;
                 let ticket = Ticket {
@@ -475,12 +500,12 @@ impl Exchange {
                     block1,
                     stamp,
                 };
-                Step::Store { ticket, message }
+                Step::Store { ticket, messages }
             }
             Decision::Answer(answer) => {
-                let bytes = self.address(&origin, answer);
+                let bytes = self.address(&origin, &answer);
                 self.dedup
-                    .remember(key, remembered(&origin, answer), lifetime, now);
+                    .remember(key, remembered(&origin, &answer), lifetime, now);
                 match bytes {
                     Some(bytes) => Step::Reply(bytes),
                     None => Step::Ignore(Ignored::ResponseSuppressed),
@@ -502,6 +527,7 @@ impl Exchange {
         options: &RequestOptions<'_>,
         router: &Router,
         now: Instant,
+        wall_ms: u64,
     ) -> Decision {
         if options.unrecognized_critical.is_some() {
             self.counters.bad_options += 1;
@@ -563,32 +589,72 @@ impl Exchange {
                 }
             }
         };
-        let message = Message {
-            topic: resolved.topic,
-            payload,
-            qos: resolved.qos,
-            retain: resolved.retain,
-            meta: Meta {
-                coap_path: path.join("/"),
-                identity: peer.identity.clone(),
-                content_format: options.content_format,
-                expiry_s: resolved.expiry_s,
-            },
+        // What will be published: the device's bytes, or their JSON
+        // translation (one per record when split), made now so that the
+        // store holds what the broker gets and a 2.04 still means stored.
+        let translated = resolved.payload == Payload::Json;
+        let bodies = match resolved.payload {
+            Payload::Raw => vec![Translated {
+                json: payload,
+                senml_name: None,
+            }],
+            Payload::Json => {
+                let translation = translate::to_json(
+                    options.content_format,
+                    &payload,
+                    &translate::Options {
+                        split: resolved.split,
+                        now_ms: wall_ms,
+                        max_output: self.config.max_packet_size,
+                    },
+                );
+                match translation {
+                    Ok(bodies) => bodies,
+                    Err(refusal) => return Decision::Answer(self.untranslatable(refusal)),
+                }
+            }
         };
-        // The PUBLISH as the largest protocol version would carry it (MQTT
-        // 5 with this gateway's properties): refused now, while the device
-        // listens, rather than acknowledged and then dead-lettered.
-        let packet = packet_size(&message, router.gateway());
-        if packet > self.config.max_packet_size {
-            // Size1: the payload this topic could carry.
-            let room = self
-                .config
-                .max_packet_size
-                .saturating_sub(packet - message.payload.len());
-            return Decision::Answer(self.too_large_for(room));
+        let meta = Meta {
+            coap_path: path.join("/"),
+            identity: peer.identity.clone(),
+            content_format: options.content_format,
+            expiry_s: resolved.expiry_s,
+            translated,
+        };
+        let mut messages = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let topic = match resolved.topic.for_record(body.senml_name.as_deref()) {
+                Ok(topic) => topic,
+                Err(refusal) => return Decision::Answer(self.refuse(refusal)),
+            };
+            let message = Message {
+                topic,
+                payload: body.json,
+                qos: resolved.qos,
+                retain: resolved.retain,
+                meta: meta.clone(),
+            };
+            // The PUBLISH as the largest protocol version would carry it
+            // (MQTT 5 with this gateway's properties): refused now, while
+            // the device listens, rather than acknowledged and then
+            // dead-lettered.
+            let packet = packet_size(&message, router.gateway());
+            if packet > self.config.max_packet_size {
+                // Size1: the payload this topic could carry.
+                let room = self
+                    .config
+                    .max_packet_size
+                    .saturating_sub(packet - message.payload.len());
+                return Decision::Answer(self.too_large_for(room));
+            }
+            messages.push(message);
+        }
+        if translated {
+            self.counters.translated += 1;
+            self.counters.split_records += messages.len().saturating_sub(1) as u64;
         }
         Decision::Store {
-            message,
+            messages,
             block1: block1.map(|block| block.with_more(false)),
         }
     }
@@ -618,6 +684,7 @@ impl Exchange {
                 self.counters.block_continues += 1;
                 Err(Answer {
                     code: Code::CONTINUE,
+                    diagnostic: None,
                     options: ResponseOptions {
                         block1: Some(block.with_more(true).value()),
                         ..ResponseOptions::default()
@@ -645,10 +712,35 @@ impl Exchange {
         self.counters.too_large += 1;
         Answer {
             code: Code::REQUEST_ENTITY_TOO_LARGE,
+            diagnostic: None,
             options: ResponseOptions {
                 size1: Some(u32::try_from(limit).unwrap_or(u32::MAX)),
                 ..ResponseOptions::default()
             },
+        }
+    }
+
+    /// A `payload = "json"` request whose body cannot be translated: 4.00
+    /// with what is wrong (never quoting the payload), 4.15 for a format
+    /// the gateway does not translate, 4.13 when the JSON would not fit.
+    fn untranslatable(&mut self, refusal: translate::Refusal) -> Answer {
+        match refusal {
+            translate::Refusal::Malformed(why) => {
+                self.counters.payload_malformed += 1;
+                Answer {
+                    diagnostic: Some(why.into()),
+                    ..Answer::new(Code::BAD_REQUEST)
+                }
+            }
+            translate::Refusal::Unsupported(_) => {
+                self.counters.unsupported_content_format += 1;
+                Answer::new(Code::UNSUPPORTED_CONTENT_FORMAT)
+            }
+            translate::Refusal::TooLarge => {
+                // No Size1: the limit is on the JSON, not on the body.
+                self.counters.too_large += 1;
+                Answer::new(Code::REQUEST_ENTITY_TOO_LARGE)
+            }
         }
     }
 
@@ -669,7 +761,7 @@ impl Exchange {
     /// Addresses an answer to its request: a piggybacked ACK for a
     /// Confirmable, a NON with a fresh Message ID for a Non-confirmable.
     /// No-Response (RFC 7967 §2) turns it into an empty ACK or nothing.
-    fn address(&mut self, origin: &Origin, answer: Answer) -> Option<Vec<u8>> {
+    fn address(&mut self, origin: &Origin, answer: &Answer) -> Option<Vec<u8>> {
         if origin.no_response.suppresses(answer.code) {
             self.counters.responses_suppressed += 1;
             if !origin.confirmable {
@@ -710,7 +802,7 @@ impl Exchange {
 /// The bytes of an answer to `origin`: a piggybacked ACK for a
 /// Confirmable, a NON with `non_message_id` for a Non-confirmable;
 /// No-Response turns it into an empty ACK or nothing.
-fn encode_answer(origin: &Origin, answer: Answer, non_message_id: u16) -> Option<Vec<u8>> {
+fn encode_answer(origin: &Origin, answer: &Answer, non_message_id: u16) -> Option<Vec<u8>> {
     if origin.no_response.suppresses(answer.code) {
         return match origin.confirmable {
             true => Some(wire::empty_message(
@@ -731,14 +823,19 @@ fn encode_answer(origin: &Origin, answer: Answer, non_message_id: u16) -> Option
         token: origin.token,
         options: answer.options,
     };
-    Some(response.encode())
+    let mut bytes = response.encode();
+    if let Some(diagnostic) = &answer.diagnostic {
+        bytes.push(0xFF);
+        bytes.extend_from_slice(diagnostic.as_bytes());
+    }
+    Some(bytes)
 }
 
 /// What deduplication keeps of an answered request: for a Confirmable,
 /// what it was answered (a retransmission gets the same bytes, rebuilt by
 /// [`replay`]); for the rest, the fact. An answer with more than one option
 /// cannot be kept compactly (none of ours has more); it is kept as seen.
-fn remembered(origin: &Origin, answer: Answer) -> Remembered {
+fn remembered(origin: &Origin, answer: &Answer) -> Remembered {
     if !origin.confirmable {
         return Remembered::Seen;
     }

@@ -100,6 +100,7 @@ impl Code {
     pub const METHOD_NOT_ALLOWED: Code = Code::new(4, 5);
     pub const REQUEST_ENTITY_INCOMPLETE: Code = Code::new(4, 8);
     pub const REQUEST_ENTITY_TOO_LARGE: Code = Code::new(4, 13);
+    pub const UNSUPPORTED_CONTENT_FORMAT: Code = Code::new(4, 15);
     pub const INTERNAL_SERVER_ERROR: Code = Code::new(5, 0);
     pub const SERVICE_UNAVAILABLE: Code = Code::new(5, 3);
     pub const PROXYING_NOT_SUPPORTED: Code = Code::new(5, 5);

@@ -30,7 +30,7 @@ mod sections;
 mod tests;
 
 use crate::message::Qos;
-use crate::route::{Method, Route, RouteSpec, Router};
+use crate::route::{Method, Payload, Route, RouteSpec, Router};
 use std::fmt;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -337,6 +337,8 @@ pub struct RouteConfig {
     pub identity: Option<String>,
     pub identities: Vec<String>,
     pub expiry_s: Option<u32>,
+    pub payload: Payload,
+    pub split: bool,
 }
 
 impl RouteConfig {
@@ -350,6 +352,8 @@ impl RouteConfig {
             identity: self.identity.as_deref(),
             identities: &self.identities,
             expiry_s: self.expiry_s,
+            payload: self.payload,
+            split: self.split,
         }
     }
 }

@@ -7,7 +7,7 @@
 use super::document::{Report, Table};
 use super::RouteConfig;
 use crate::message::Qos;
-use crate::route::{Method, Route};
+use crate::route::{Method, Payload, Route};
 
 const ROUTE_KEYS: &[&str] = &[
     "resource",
@@ -18,6 +18,8 @@ const ROUTE_KEYS: &[&str] = &[
     "identity",
     "identities",
     "expiry_s",
+    "payload",
+    "split",
 ];
 
 pub(super) fn read(doc: &Table, r: &mut Report) -> Vec<RouteConfig> {
@@ -61,6 +63,23 @@ fn route(t: &Table, r: &mut Report) -> Option<RouteConfig> {
     let expiry_s = t
         .int("expiry_s", 1..=i64::from(u32::MAX), r)
         .map(|e| e.value as u32);
+    let payload = match t.str("payload", r) {
+        None => Payload::Raw,
+        Some(p) => match Payload::from_name(p.value) {
+            Some(payload) => payload,
+            None => {
+                r.at(
+                    &p,
+                    format!(
+                        "unknown payload {:?}; expected \"raw\" (the device's bytes) or \"json\" (translated)",
+                        p.value
+                    ),
+                );
+                Payload::Raw
+            }
+        },
+    };
+    let split = t.bool("split", r).is_some_and(|b| b.value);
     let (resource, topic) = (resource?, topic?);
     if r.problems.len() != before {
         return None;
@@ -75,6 +94,8 @@ fn route(t: &Table, r: &mut Report) -> Option<RouteConfig> {
         identity,
         identities,
         expiry_s,
+        payload,
+        split,
     };
     match Route::new(&config.spec()) {
         Ok(_) => Some(config),

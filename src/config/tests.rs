@@ -87,7 +87,7 @@ fn the_example_config_is_valid_and_runs_on_a_laptop() {
     let router = config.router();
     let got = router
         .resolve(&["sensors", "d7", "temp"], Method::Post, None)
-        .map(|r| r.topic);
+        .and_then(|r| r.topic.for_record(None));
     assert_eq!(got, Ok(format!("site/{}/d7/temp", config.gateway.id)));
 }
 
@@ -250,7 +250,10 @@ fn every_key_can_be_set() {
     let got = c
         .router()
         .resolve(&["s", "sensor-1"], Method::Get, Some("sensor-1"));
-    assert_eq!(got.map(|r| r.topic), Ok("t/sensor-1".into()));
+    assert_eq!(
+        got.and_then(|r| r.topic.for_record(None)),
+        Ok("t/sensor-1".into())
+    );
 }
 
 #[test]
@@ -936,13 +939,13 @@ fn router_tries_routes_in_file_order() {
     assert_eq!(
         router
             .resolve(&["a", "1"], Method::Post, None)
-            .map(|r| r.topic),
+            .and_then(|r| r.topic.for_record(None)),
         Ok("t/1".into())
     );
     assert_eq!(
         router
             .resolve(&["a", "1"], Method::Get, None)
-            .map(|r| r.topic),
+            .and_then(|r| r.topic.for_record(None)),
         Ok("second/1".into())
     );
     assert_eq!(

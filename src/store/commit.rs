@@ -51,12 +51,15 @@ pub enum AppendOutcome {
 /// A request to the committer. `R` is the appender's receipt, handed back
 /// untouched with the outcome so the appender can answer its device.
 pub enum Command<R> {
+    /// One request's messages: usually one; the records of a split SenML
+    /// pack are several, and they are stored together or not at all (one
+    /// outcome, in one batch frame).
     Append {
-        message: Message,
+        messages: Vec<Message>,
         received_ms: u64,
         /// What deduplication must remember of the request after a restart
         /// (opaque here; see `coap::recall`), written in the same frame as
-        /// the message; empty for none.
+        /// the (first) message; empty for none.
         recall: Vec<u8>,
         receipt: R,
         reply: ReplyTo<R>,
@@ -144,7 +147,8 @@ struct Committer {
 
 /// An append accepted into the batch being built.
 struct Accepted<R> {
-    stored: Stored,
+    /// One request's messages, stored together or not at all.
+    stored: Vec<Stored>,
     receipt: R,
     reply: ReplyTo<R>,
 }
@@ -199,17 +203,20 @@ impl Committer {
         for command in commands.drain(..) {
             match command {
                 Command::Append {
-                    message,
+                    messages,
                     received_ms,
-                    recall,
+                    mut recall,
                     receipt,
                     reply,
                 } => appends.push(Accepted {
-                    stored: Stored {
-                        message,
-                        received_ms,
-                        recall,
-                    },
+                    stored: messages
+                        .into_iter()
+                        .map(|message| Stored {
+                            message,
+                            received_ms,
+                            recall: std::mem::take(&mut recall),
+                        })
+                        .collect(),
                     receipt,
                     reply,
                 }),
@@ -354,7 +361,10 @@ impl Committer {
         if accepted.is_empty() {
             return true;
         }
-        let messages: Vec<Stored> = accepted.iter().map(|a| a.stored.clone()).collect();
+        let messages: Vec<Stored> = accepted
+            .iter()
+            .flat_map(|a| a.stored.iter().cloned())
+            .collect();
         let appended = {
             let l = self.ledger();
             writer.log.append(&l, &messages)
@@ -365,7 +375,7 @@ impl Committer {
                 self.last_acks_written.set(Instant::now());
                 stats
                     .appended
-                    .fetch_add(accepted.len() as u64, Ordering::Relaxed);
+                    .fetch_add(messages.len() as u64, Ordering::Relaxed);
                 stats.commits.fetch_add(1, Ordering::Relaxed);
                 if self.unavailable_logged.replace(false) {
                     log::warn!("store {}: writing again", self.queue.path().display());
@@ -382,7 +392,7 @@ impl Committer {
                 stats.commit_errors.fetch_add(1, Ordering::Relaxed);
                 stats
                     .failed_appends
-                    .fetch_add(accepted.len() as u64, Ordering::Relaxed);
+                    .fetch_add(messages.len() as u64, Ordering::Relaxed);
                 if !self.unavailable_logged.replace(true) {
                     log::error!(
                         "store {}: {e}; devices get 5.03 until the store can be written again",
@@ -417,9 +427,16 @@ impl Committer {
         let mut adding = 0u64;
         for a in appends {
             let size = estimated_size(&a.stored);
+            let count = a.stored.len() as u64;
             let fits = |depth: u64, bytes: u64, adding: u64| {
-                depth < limits.max_messages && bytes + adding + size <= limits.max_bytes
+                depth + count <= limits.max_messages && bytes + adding + size <= limits.max_bytes
             };
+            if count > limits.max_messages || size > limits.max_bytes {
+                // Could never fit, even in an empty queue: nothing is
+                // dropped for it.
+                refused.push(a);
+                continue;
+            }
             if !fits(depth, bytes, adding) && limits.on_full == OnFull::DropOldest {
                 // Retired segments still on disk go first, then the oldest
                 // queued messages: by count one at a time, by bytes a whole
@@ -427,7 +444,7 @@ impl Committer {
                 if !fits(depth, bytes, adding) {
                     bytes -= self.delete_retired(writer, true);
                 }
-                while depth >= limits.max_messages {
+                while depth + count > limits.max_messages {
                     let mut l = self.ledger_mut();
                     match l.oldest() {
                         Some(seq) => {
@@ -450,7 +467,7 @@ impl Committer {
                 // 5.03 (never a 2.04 for what is not on disk).
                 while !fits(depth, bytes, adding) && !accepted.is_empty() {
                     let earliest = accepted.remove(0);
-                    depth -= 1;
+                    depth -= earliest.stored.len() as u64;
                     adding -= estimated_size(&earliest.stored);
                     refused.push(earliest);
                 }
@@ -459,7 +476,7 @@ impl Committer {
                 refused.push(a);
                 continue;
             }
-            depth += 1;
+            depth += count;
             adding += size;
             accepted.push(a);
         }
@@ -523,8 +540,17 @@ impl Committer {
     }
 }
 
-/// What a message adds to the queue's files, for the byte limit (its frame
-/// share; the varints and flags are counted generously).
-fn estimated_size(stored: &Stored) -> u64 {
-    (stored.message.topic.len() + stored.message.payload.len() + stored.recall.len() + 16) as u64
+/// What a request's messages add to the queue's files, for the byte limit
+/// (their frame share; the varints, flags and properties are counted
+/// generously).
+fn estimated_size(stored: &[Stored]) -> u64 {
+    stored
+        .iter()
+        .map(|s| {
+            let meta = &s.message.meta;
+            let properties = meta.coap_path.len() + meta.identity.as_deref().map_or(0, str::len);
+            (s.message.topic.len() + s.message.payload.len() + s.recall.len() + properties + 32)
+                as u64
+        })
+        .sum()
 }

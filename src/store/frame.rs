@@ -209,6 +209,8 @@ const TAG_COAP_PATH: u8 = 1;
 const TAG_IDENTITY: u8 = 2;
 const TAG_CONTENT_FORMAT: u8 = 3;
 const TAG_EXPIRY: u8 = 4;
+/// Present (empty) when the payload is the gateway's JSON translation.
+const TAG_TRANSLATED: u8 = 5;
 
 fn encode_meta(meta: &Meta) -> Vec<u8> {
     let mut out = Vec::new();
@@ -227,6 +229,9 @@ fn encode_meta(meta: &Meta) -> Vec<u8> {
     }
     if let Some(expiry) = meta.expiry_s {
         put(TAG_EXPIRY, &expiry.to_be_bytes());
+    }
+    if meta.translated {
+        put(TAG_TRANSLATED, &[]);
     }
     out
 }
@@ -254,6 +259,7 @@ fn decode_meta(bytes: &[u8]) -> Result<Meta, FrameError> {
                     .map_err(|_| FrameError::Malformed("expiry"))?;
                 meta.expiry_s = Some(u32::from_be_bytes(v));
             }
+            TAG_TRANSLATED => meta.translated = true,
             _ => {}
         }
     }
@@ -545,6 +551,29 @@ mod tests {
         let back: Vec<(u64, Stored)> = batch.messages().map(|m| m.expect("message")).collect();
         let expected: Vec<(u64, Stored)> = (100..).zip(messages).collect();
         assert_eq!(back, expected);
+    }
+
+    #[test]
+    fn a_message_s_origin_round_trips() {
+        let mut messages: Vec<Stored> = (0..4).map(|i| stored(i, false)).collect();
+        messages[1].message.meta = Meta {
+            coap_path: "sensors/kitchen/t".into(),
+            identity: Some("sensor-01".into()),
+            content_format: Some(112),
+            expiry_s: Some(3600),
+            translated: true,
+        };
+        messages[2].message.meta.content_format = Some(0);
+        messages[3].message.meta.translated = true;
+        let mut bytes = Vec::new();
+        frame(KIND_BATCH, &batch_body(7, &messages), &mut bytes);
+        let (_, body, _) = open_frame(&bytes).expect("frame");
+        let back: Vec<Stored> = Batch::decode(body)
+            .expect("batch")
+            .messages()
+            .map(|m| m.expect("message").1)
+            .collect();
+        assert_eq!(back, messages);
     }
 
     #[test]

@@ -33,7 +33,7 @@ fn message(i: usize) -> Message {
 
 fn append(i: usize, tx: &mpsc::UnboundedSender<(usize, AppendOutcome)>) -> Command<usize> {
     Command::Append {
-        message: message(i),
+        messages: vec![message(i)],
         received_ms: now_ms(),
         recall: Vec::new(),
         receipt: i,
@@ -171,6 +171,74 @@ fn full_queue_rejects_when_configured_to() {
     assert_eq!(got[3..], [AppendOutcome::Full; 2]);
     assert_eq!(payloads(&q), vec!["m0", "m1", "m2"]);
     assert_eq!(q.stats().rejected_full.load(Ordering::Relaxed), 2);
+}
+
+/// The records of a split SenML pack: one request, several messages.
+fn append_group(
+    receipt: usize,
+    payloads: &[&str],
+    tx: &mpsc::UnboundedSender<(usize, AppendOutcome)>,
+) -> Command<usize> {
+    Command::Append {
+        messages: payloads
+            .iter()
+            .map(|p| Message {
+                payload: p.as_bytes().to_vec(),
+                ..message(0)
+            })
+            .collect(),
+        received_ms: now_ms(),
+        recall: vec![7],
+        receipt,
+        reply: tx.clone(),
+    }
+}
+
+#[test]
+fn a_request_s_messages_are_stored_together_or_not_at_all() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = open(dir.path(), limits(4, 1 << 20, OnFull::Reject));
+    let (tx, rx) = mpsc::unbounded_channel();
+    // Three records fit; the next three do not all fit, so none is stored;
+    // then a single message takes the last place.
+    let cmds = vec![
+        append_group(0, &["a0", "a1", "a2"], &tx),
+        append_group(1, &["b0", "b1", "b2"], &tx),
+        append_group(2, &["c0"], &tx),
+    ];
+    run(&q, cmds);
+    assert_eq!(
+        outcomes(rx),
+        vec![
+            (0, AppendOutcome::Stored),
+            (1, AppendOutcome::Full),
+            (2, AppendOutcome::Stored)
+        ]
+    );
+    assert_eq!(payloads(&q), vec!["a0", "a1", "a2", "c0"]);
+    // Each stored request's recall is written once (with its first
+    // message): a reopened store recalls two requests, not four messages.
+    drop(q);
+    let reopened = open(dir.path(), limits(4, 1 << 20, OnFull::Reject));
+    assert_eq!(reopened.take_recalls(0).len(), 2);
+}
+
+#[test]
+fn drop_oldest_makes_room_for_a_whole_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let q = open(dir.path(), limits(4, 1 << 20, OnFull::DropOldest));
+    let (cmds, _rx) = appends(0..4);
+    run(&q, cmds);
+    let (tx, rx) = mpsc::unbounded_channel();
+    run(&q, vec![append_group(9, &["s0", "s1", "s2"], &tx)]);
+    assert_eq!(outcomes(rx), vec![(9, AppendOutcome::Stored)]);
+    assert_eq!(payloads(&q), vec!["m3", "s0", "s1", "s2"]);
+    // A request larger than the whole queue can never fit: refused, and
+    // nothing is dropped for it.
+    let (tx, rx) = mpsc::unbounded_channel();
+    run(&q, vec![append_group(10, &["x"; 5], &tx)]);
+    assert_eq!(outcomes(rx), vec![(10, AppendOutcome::Full)]);
+    assert_eq!(payloads(&q), vec!["m3", "s0", "s1", "s2"]);
 }
 
 #[test]
@@ -313,7 +381,7 @@ fn recalls_are_written_with_their_messages_and_read_back_after_a_reopen() {
         let (tx, _rx) = mpsc::unbounded_channel();
         let cmds = (0..3)
             .map(|i| Command::Append {
-                message: message(i),
+                messages: vec![message(i)],
                 received_ms: now - 1_000 + i as u64,
                 recall: vec![i as u8; 4],
                 receipt: i,
@@ -343,7 +411,7 @@ fn recalls_older_than_asked_are_left_out() {
         let q = open(dir.path(), roomy());
         let (tx, _rx) = mpsc::unbounded_channel();
         let old = Command::Append {
-            message: message(0),
+            messages: vec![message(0)],
             received_ms: now - RECALL_LIFETIME_MS - 10,
             recall: vec![0],
             receipt: 0,
@@ -403,7 +471,7 @@ fn segments_roll_and_the_disk_is_given_back_after_a_drain() {
     let (tx, _rx) = mpsc::unbounded_channel();
     let cmds = (0..3_000)
         .map(|i| Command::Append {
-            message: message(i),
+            messages: vec![message(i)],
             received_ms: now_ms() - RECALL_LIFETIME_MS - 1_000,
             recall: vec![1],
             receipt: i,

@@ -98,13 +98,15 @@ impl<L: Link> Server<L> {
                     };
                     self.metrics.datagram(&buf[..len]);
                     let routes = self.routes.borrow().clone();
-                    match self.exchange.on_datagram(&peer, &buf[..len], &routes, Instant::now()) {
+                    let received_ms = now_ms();
+                    match self.exchange.on_datagram(&peer, &buf[..len], &routes, Instant::now(), received_ms) {
                         Step::Reply(bytes) => self.send(&bytes, &peer, &mut quiet).await,
-                        Step::Store { ticket, message } => {
-                            log::debug!(coap_peer:% = peer.addr, coap_identity = peer.identity.as_deref().unwrap_or(""), mqtt_topic = message.topic.as_str(); "coap {}: request from {} for {}", self.link.name(), Device(&peer), message.topic);
+                        Step::Store { ticket, messages } => {
+                            let topic = messages.first().map_or("", |m| m.topic.as_str());
+                            log::debug!(coap_peer:% = peer.addr, coap_identity = peer.identity.as_deref().unwrap_or(""), mqtt_topic = topic; "coap {}: request from {} for {topic} ({} message(s))", self.link.name(), Device(&peer), messages.len());
                             let command = Command::Append {
-                                message,
-                                received_ms: now_ms(),
+                                messages,
+                                received_ms,
                                 recall: ticket.recall().encode(),
                                 receipt: ticket,
                                 reply: committed_tx.clone(),

@@ -552,7 +552,7 @@ fn v5_properties(
     rumqttc::v5::mqttbytes::v5::PublishProperties {
         payload_format_indicator: std::str::from_utf8(&message.payload).is_ok().then_some(1),
         message_expiry_interval: properties::remaining_expiry(meta.expiry_s, age_ms),
-        content_type: Some(properties::content_type(meta.content_format).to_string()),
+        content_type: Some(properties::message_content_type(meta).to_string()),
         user_properties: properties::user_properties(gateway, meta, seq, received_ms),
         ..Default::default()
     }

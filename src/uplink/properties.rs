@@ -31,6 +31,15 @@ pub fn content_type(format: Option<u16>) -> &'static str {
     }
 }
 
+/// The Content Type a message goes out with: its Content-Format's, or JSON
+/// when the gateway translated it (`payload = "json"`).
+pub fn message_content_type(meta: &Meta) -> &'static str {
+    match meta.translated {
+        true => "application/json",
+        false => content_type(meta.content_format),
+    }
+}
+
 /// The user properties of a message, in the order they are sent.
 pub fn user_properties(
     gateway: &str,
@@ -75,7 +84,7 @@ pub fn packet_size_v5(message: &Message, gateway: &str) -> usize {
         + pair("seq", SEQ_WIDTH)
         + pair("received_at", RECEIVED_AT_WIDTH)
         // Content Type and Payload Format Indicator.
-        + 1 + 2 + content_type(meta.content_format).len()
+        + 1 + 2 + message_content_type(meta).len()
         + 2;
     if let Some(identity) = &meta.identity {
         properties += pair("identity", identity.len());
@@ -166,6 +175,17 @@ mod tests {
         assert_eq!(content_type(Some(112)), "application/senml+cbor");
         assert_eq!(content_type(Some(42)), "application/octet-stream");
         assert_eq!(content_type(None), "application/octet-stream");
+        let translated = Meta {
+            content_format: Some(112),
+            translated: true,
+            ..Meta::default()
+        };
+        assert_eq!(message_content_type(&translated), "application/json");
+        let raw = Meta {
+            translated: false,
+            ..translated
+        };
+        assert_eq!(message_content_type(&raw), "application/senml+cbor");
     }
 
     #[test]
@@ -173,6 +193,7 @@ mod tests {
         let meta = Meta {
             coap_path: "sensors/d1/t".into(),
             identity: Some("sensor-01".into()),
+            translated: false,
             content_format: Some(0),
             expiry_s: None,
         };
@@ -207,6 +228,7 @@ mod tests {
         let rich = message(Meta {
             coap_path: "sensors/d1/t".into(),
             identity: Some("sensor-01".into()),
+            translated: false,
             content_format: Some(60),
             expiry_s: Some(10),
         });

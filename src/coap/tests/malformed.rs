@@ -141,8 +141,8 @@ fn every_truncation_of_a_valid_request_is_ignored_reset_or_answered() {
                 assert_eq!(answer.message_id(), 0x5151, "length {len}");
                 assert_eq!(answer.message_type(), MessageType::Acknowledgement);
             }
-            Step::Store { message, .. } => {
-                assert!(b"payload".starts_with(&message.payload), "length {len}");
+            Step::Store { messages, .. } => {
+                assert!(b"payload".starts_with(&messages[0].payload), "length {len}");
             }
         }
     }

@@ -13,6 +13,7 @@ mod no_response;
 mod requests;
 mod restart;
 mod robustness;
+mod translation;
 
 use super::*;
 use crate::message::{Message, Qos};
@@ -31,6 +32,8 @@ pub fn router() -> Router {
     let spec = |resource, topic| RouteSpec {
         resource,
         topic,
+        payload: crate::route::Payload::Raw,
+        split: false,
         methods: &post_put,
         qos: Qos::AtLeastOnce,
         retain: false,
@@ -95,7 +98,7 @@ impl Harness {
 
     pub fn send_from(&mut self, peer: &Peer, datagram: &[u8], at: Duration) -> Step {
         self.exchange
-            .on_datagram(peer, datagram, &self.router, self.start + at)
+            .on_datagram(peer, datagram, &self.router, self.start + at, WALL_MS)
     }
 
     pub fn stored(&mut self, ticket: Ticket, outcome: StoreOutcome) -> Option<Vec<u8>> {
@@ -246,10 +249,20 @@ pub fn expect_reply_bytes(step: Step) -> Vec<u8> {
     }
 }
 
+/// The wall clock the harness's exchange sees (2023-11-14T22:13:20Z).
+pub const WALL_MS: u64 = 1_700_000_000_000;
+
 pub fn expect_store(step: Step) -> (Ticket, Message) {
+    match expect_store_all(step) {
+        (ticket, mut messages) if messages.len() == 1 => (ticket, messages.remove(0)),
+        (_, messages) => panic!("expected one message to store, got {messages:?}"),
+    }
+}
+
+pub fn expect_store_all(step: Step) -> (Ticket, Vec<Message>) {
     match step {
-        Step::Store { ticket, message } => (ticket, message),
-        other => panic!("expected a message to store, got {other:?}"),
+        Step::Store { ticket, messages } => (ticket, messages),
+        other => panic!("expected messages to store, got {other:?}"),
     }
 }
 

@@ -110,8 +110,8 @@ fn random_datagrams_never_panic_and_tables_stay_bounded() {
                 assert!(reply.len() <= crate::coap::wire::MAX_RESPONSE_LEN);
                 Answer::decode(&reply);
             }
-            Step::Store { ticket, message } => {
-                assert!(message.payload.len() <= 256);
+            Step::Store { ticket, messages } => {
+                assert!(messages.iter().all(|m| m.payload.len() <= 256));
                 pending.push(ticket);
             }
             Step::Ignore(_) => {}

@@ -60,6 +60,8 @@ impl Rig {
         let route = Route::new(&RouteSpec {
             resource: "s/{d}",
             topic: "t/{d}",
+            payload: crate::route::Payload::Raw,
+            split: false,
             methods: &post,
             qos: Qos::AtLeastOnce,
             retain: false,
@@ -136,13 +138,14 @@ fn header(bytes: &[u8]) -> (u8, u8, u16) {
 fn answer(command: Command<Ticket>, outcome: AppendOutcome) -> Message {
     match command {
         Command::Append {
-            message,
+            mut messages,
             receipt,
             reply,
             ..
         } => {
             reply.send((receipt, outcome)).expect("server waits");
-            message
+            assert_eq!(messages.len(), 1, "one message per request here");
+            messages.remove(0)
         }
         _ => panic!("expected an append"),
     }
