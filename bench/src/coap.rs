@@ -34,6 +34,7 @@ pub const CODE_CHANGED: u8 = 0x44;
 const OPTION_URI_PATH: u16 = 11;
 /// RFC 7967.
 const OPTION_NO_RESPONSE: u16 = 258;
+const OPTION_CONTENT_FORMAT: u16 = 12;
 /// No-Response value suppressing 2.xx, 4.xx and 5.xx.
 pub const NO_RESPONSE_ALL: u8 = 2 | 8 | 16;
 
@@ -45,6 +46,8 @@ pub struct Request<'a> {
     pub token: &'a [u8],
     pub path: &'a [&'a str],
     pub no_response: Option<u8>,
+    /// Content-Format (12), when set.
+    pub content_format: Option<u16>,
     pub payload: &'a [u8],
 }
 
@@ -59,6 +62,11 @@ impl Request<'_> {
         let mut last = 0u16;
         for segment in self.path {
             put_option(out, &mut last, OPTION_URI_PATH, segment.as_bytes());
+        }
+        if let Some(format) = self.content_format {
+            let bytes = format.to_be_bytes();
+            let skip = usize::from(format < 256) + usize::from(format == 0);
+            put_option(out, &mut last, OPTION_CONTENT_FORMAT, &bytes[skip..]);
         }
         if let Some(bits) = self.no_response {
             put_option(out, &mut last, OPTION_NO_RESPONSE, &[bits]);
@@ -142,6 +150,7 @@ mod tests {
             token: &[1, 2, 3, 4],
             path: &["bench", "r1", "d17"],
             no_response: None,
+            content_format: None,
             payload: b"hello",
         }
         .encode_into(&mut out);
@@ -164,6 +173,7 @@ mod tests {
             token: &[],
             path: &["a"],
             no_response: Some(NO_RESPONSE_ALL),
+            content_format: None,
             payload: b"",
         }
         .encode_into(&mut out);

@@ -92,6 +92,9 @@ pub struct LoadConfig {
     /// Connect every device, then hold the sessions idle this long and
     /// send nothing (to measure what idle sessions cost the server).
     pub idle_hold: Option<Duration>,
+    /// Send CBOR (Content-Format 60) instead of opaque bytes: see
+    /// [`cbor_payload`].
+    pub cbor: bool,
 }
 
 /// Latency summary in microseconds.
@@ -392,7 +395,7 @@ async fn connect_all(config: &LoadConfig) -> anyhow::Result<(Vec<AnyLink>, u64)>
 }
 
 fn decode_hex(hex: &str) -> anyhow::Result<Vec<u8>> {
-    anyhow::ensure!(hex.len() % 2 == 0, "odd-length hex key");
+    anyhow::ensure!(hex.len().is_multiple_of(2), "odd-length hex key");
     (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(Into::into))
@@ -499,7 +502,10 @@ impl<L: Link> Device<L> {
         let mut token = [0u8; 8];
         token[..4].copy_from_slice(&(self.index as u32).to_be_bytes());
         token[4..].copy_from_slice(&(self.seq as u32).to_be_bytes());
-        let payload = payload(self.seq, self.config.payload);
+        let payload = match self.config.cbor {
+            true => cbor_payload(self.seq, self.config.payload),
+            false => payload(self.seq, self.config.payload),
+        };
         let path: Vec<&str> = self.path.iter().map(String::as_str).collect();
         self.request.clear();
         Request {
@@ -516,6 +522,7 @@ impl<L: Link> Device<L> {
             token: &token,
             path: &path,
             no_response: self.config.no_response.then_some(coap::NO_RESPONSE_ALL),
+            content_format: self.config.cbor.then_some(60),
             payload: &payload,
         }
         .encode_into(&mut self.request);
@@ -650,6 +657,20 @@ impl<L: Link> Device<L> {
             }
         }
     }
+}
+
+/// A CBOR payload of about `size` bytes: `{"seq": N, "pad": "xx…"}`, the
+/// sequence number first as a 64-bit unsigned integer (bytes 6..14), so
+/// the subscriber reads it from the CBOR as sent and from its JSON
+/// translation (`{"seq":N,"pad":"…"}`) alike.
+pub fn cbor_payload(seq: u64, size: usize) -> Vec<u8> {
+    let mut p = vec![0xa2, 0x63, b's', b'e', b'q', 0x1b];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&[0x63, b'p', b'a', b'd']);
+    let pad = size.saturating_sub(p.len() + 2).min(255);
+    p.extend_from_slice(&[0x78, pad as u8]);
+    p.extend(std::iter::repeat_n(b'x', pad));
+    p
 }
 
 /// The payload: the device's sequence number (8 bytes, big-endian, which

@@ -186,6 +186,34 @@ fn rows(r: &Results) -> Vec<Row> {
             ),
         ));
     }
+    if let Some(c) = &r.mqtt_versions {
+        rows.push(
+            row(
+                "MQTT 5 (every property) against MQTT 3.1.1, CON 64 concurrent, end to end",
+                format!(
+                    "{} against {} ({:.0}%)",
+                    rate(c.median_a),
+                    rate(c.median_b),
+                    100.0 * c.ratio()
+                ),
+            )
+            .target("within 10% of 3.1.1", c.ratio() >= 0.9),
+        );
+    }
+    if let Some(c) = &r.payload_formats {
+        rows.push(
+            row(
+                "CBOR published as JSON (payload = \"json\") against as it is, CON 64 concurrent",
+                format!(
+                    "{} against {} ({:.0}%)",
+                    rate(c.median_a),
+                    rate(c.median_b),
+                    100.0 * c.ratio()
+                ),
+            )
+            .target("within 15% of raw", c.ratio() >= 0.85),
+        );
+    }
     if let Some(f) = &r.dedup {
         rows.push(
             row(

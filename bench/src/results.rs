@@ -23,6 +23,10 @@ pub struct Results {
     pub queued: Option<Queued>,
     pub dtls: Option<DtlsPhase>,
     pub durability: Option<DurabilityCost>,
+    /// MQTT 5 (with every property) against MQTT 3.1.1, end to end.
+    pub mqtt_versions: Option<Comparison>,
+    /// CBOR published as JSON (`payload = "json"`) against as it is.
+    pub payload_formats: Option<Comparison>,
     pub dedup: Option<DedupFootprint>,
     /// The main daemon's commit latency over the throughput runs (its own
     /// histogram): p50, p99 as bucket bounds in µs.
@@ -199,6 +203,26 @@ pub struct DurabilityCost {
     /// The daemon's commit latency (its own histogram) with fsync: p50, p99 (µs, bucket bounds).
     pub commit_p50_us: u64,
     pub commit_p99_us: u64,
+}
+
+/// Two setups measured in alternating runs of CON at `devices`, end to end:
+/// `a` is the one a target is about, `b` what it is held against.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Comparison {
+    pub a: String,
+    pub b: String,
+    pub devices: usize,
+    pub a_runs: Vec<E2eRun>,
+    pub b_runs: Vec<E2eRun>,
+    pub median_a: f64,
+    pub median_b: f64,
+}
+
+impl Comparison {
+    /// `a`'s median as a share of `b`'s.
+    pub fn ratio(&self) -> f64 {
+        self.median_a / self.median_b.max(1.0)
+    }
 }
 
 /// The deduplication table's heap per entry (bench/src/bin/dedup-footprint.rs).

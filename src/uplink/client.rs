@@ -265,6 +265,9 @@ fn options_v5(s: &Settings, endpoint: &Endpoint) -> rumqttc::v5::MqttOptions {
         rumqttc::v5::MqttOptions::new(&s.client_id, broker_address(endpoint), endpoint.port);
     o.set_keep_alive(s.keep_alive.max(Duration::from_secs(1)))
         .set_clean_start(true)
+        // rumqttc keeps a slot per packet id up to this limit, allocated
+        // up front: its default (65,535) cost 14 MB of RSS at rest.
+        .set_outgoing_inflight_upper_limit(s.inflight.max(1))
         .set_request_channel_capacity(usize::from(s.inflight.max(1)) + 8)
         .set_connection_timeout(s.connect_timeout.as_secs().max(1))
         // What we accept: acks are small.

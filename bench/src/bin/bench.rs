@@ -264,6 +264,7 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
             env: ctx.env(),
             dtls: None,
             admin_port: Some(free_tcp_port()?),
+            protocol: None,
         },
     )?;
     results.memory.ready_empty_s = daemon.ready_after.as_secs_f64();
@@ -379,6 +380,8 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
     drop(daemon);
 
     results.durability = durability_phase(ctx, &broker, &sub, results)?;
+    results.mqtt_versions = Some(mqtt_versions_phase(ctx, &broker, &sub)?);
+    results.payload_formats = Some(payload_formats_phase(ctx, &broker, &sub)?);
     results.dtls = Some(dtls_phase(ctx, &broker, &sub)?);
     ctx.rt.block_on(sub.disconnect());
     drop(broker);
@@ -429,6 +432,7 @@ fn durability_phase(
                 env,
                 dtls: None,
                 admin_port: Some(free_tcp_port()?),
+                protocol: None,
             },
         )
     };
@@ -497,6 +501,119 @@ fn durability_phase(
     Ok(Some(cost))
 }
 
+/// A daemon of this run's settings with `protocol` as `mqtt.protocol`.
+fn comparison_daemon(
+    ctx: &Ctx,
+    broker: &Broker,
+    name: &str,
+    protocol: Option<&'static str>,
+) -> anyhow::Result<Daemon> {
+    let dir = ctx.work.join(name);
+    Daemon::start(
+        &ctx.daemon_bin,
+        &dir,
+        DaemonConfig {
+            coap_port: free_udp_port()?,
+            mqtt_port: broker.port,
+            inflight: ctx.settings.inflight,
+            commit_max_batch: ctx.settings.commit_max_batch,
+            store_path: dir.join("queue"),
+            env: ctx.env(),
+            dtls: None,
+            admin_port: None,
+            protocol,
+        },
+    )
+}
+
+/// Alternating CON 64 runs of two setups: each is a daemon, the path
+/// prefix its devices post under (the run's name follows it) and whether
+/// they send CBOR.
+fn compare(
+    ctx: &Ctx,
+    sub: &Subscriber,
+    setups: [(&Daemon, &str, &str, bool); 2],
+) -> anyhow::Result<Comparison> {
+    let s = &ctx.settings;
+    let mut c = Comparison {
+        a: setups[0].1.to_string(),
+        b: setups[1].1.to_string(),
+        devices: 64,
+        ..Comparison::default()
+    };
+    for r in 0..s.repeats {
+        for (i, (daemon, label, prefix, cbor)) in setups.iter().enumerate() {
+            let name = format!("{label}r{r}");
+            let mut args = vec![
+                ("--target", daemon.coap_addr().to_string()),
+                ("--devices", "64".to_string()),
+                ("--duration", s.duration_s.to_string()),
+                ("--payload", s.payload_bytes.to_string()),
+                ("--path-prefix", format!("{prefix}/{name}")),
+            ];
+            if *cbor {
+                args.push(("--cbor", String::new()));
+            }
+            let rep = ctx.load(&args)?;
+            let run = ctx.e2e(sub, &name, rep);
+            match i {
+                0 => c.a_runs.push(run),
+                _ => c.b_runs.push(run),
+            }
+        }
+    }
+    let rates = |runs: &[E2eRun]| median(&runs.iter().map(|r| r.e2e_rate).collect::<Vec<_>>());
+    c.median_a = rates(&c.a_runs);
+    c.median_b = rates(&c.b_runs);
+    say(&format!(
+        "  {} {:.0}/s, {} {:.0}/s ({:.0}%)",
+        c.a,
+        c.median_a,
+        c.b,
+        c.median_b,
+        100.0 * c.ratio()
+    ));
+    Ok(c)
+}
+
+/// MQTT 5, every publish with its properties, against MQTT 3.1.1.
+fn mqtt_versions_phase(ctx: &Ctx, broker: &Broker, sub: &Subscriber) -> anyhow::Result<Comparison> {
+    say("MQTT 5 against 3.1.1: CON at 64 devices (alternating)");
+    let mut v5 = comparison_daemon(ctx, broker, "daemon-mqtt5", Some("5"))?;
+    let mut v311 = comparison_daemon(ctx, broker, "daemon-mqtt311", Some("3.1.1"))?;
+    let c = compare(
+        ctx,
+        sub,
+        [
+            (&v5, "mqtt5", "bench", false),
+            (&v311, "mqtt311", "bench", false),
+        ],
+    );
+    v5.stop();
+    v311.stop();
+    c
+}
+
+/// CBOR translated to JSON (`payload = "json"`) against CBOR as it is.
+fn payload_formats_phase(
+    ctx: &Ctx,
+    broker: &Broker,
+    sub: &Subscriber,
+) -> anyhow::Result<Comparison> {
+    say("CBOR as JSON against CBOR as it is: CON at 64 devices (alternating)");
+    let mut daemon = comparison_daemon(ctx, broker, "daemon-formats", None)?;
+    let c = compare(
+        ctx,
+        sub,
+        [
+            (&daemon, "cborjson", "json", true),
+            (&daemon, "cborraw", "bench", true),
+        ],
+    );
+    daemon.stop();
+    c
+}
+
 /// The deduplication table's heap per entry, from its own binary.
 fn dedup_footprint(ctx: &Ctx) -> Option<DedupFootprint> {
     let bin = ctx.load_bin.with_file_name("dedup-footprint");
@@ -552,6 +669,7 @@ fn dtls_daemon(ctx: &Ctx, broker_port: u16, name: &str) -> anyhow::Result<(Daemo
             env: ctx.env(),
             dtls: Some(listener),
             admin_port: None,
+            protocol: None,
         },
     )?;
     Ok((daemon, addr))
@@ -689,6 +807,7 @@ fn drain_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Drain> {
             env: ctx.env(),
             dtls: None,
             admin_port: None,
+            protocol: None,
         },
     )?;
     let sampler = RssSampler::start(daemon.pid().context("pid")?);
@@ -780,6 +899,7 @@ fn queued_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Queued> {
             env: ctx.env(),
             dtls: None,
             admin_port: None,
+            protocol: None,
         },
     )?;
     let pid = daemon.pid().context("pid")?;
@@ -885,7 +1005,11 @@ impl Ctx {
     fn load(&self, args: &[(&str, String)]) -> anyhow::Result<LoadReport> {
         let mut cmd = Command::new(&self.load_bin);
         for (k, v) in args {
-            cmd.arg(k).arg(v);
+            // A flag without a value is passed with an empty one.
+            cmd.arg(k);
+            if !v.is_empty() {
+                cmd.arg(v);
+            }
         }
         let out = cmd.output().context("running coap-load")?;
         anyhow::ensure!(

@@ -78,6 +78,9 @@ struct Cli {
     /// nothing, and exit (prints "connected N devices" to stderr first).
     #[arg(long)]
     idle_hold: Option<f64>,
+    /// Send CBOR with Content-Format 60 (`{"seq": N, "pad": …}`).
+    #[arg(long)]
+    cbor: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -117,6 +120,7 @@ fn main() -> anyhow::Result<()> {
             ..Transmission::default()
         },
         idle_hold: cli.idle_hold.map(Duration::from_secs_f64),
+        cbor: cli.cbor,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(1))

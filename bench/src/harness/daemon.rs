@@ -25,6 +25,8 @@ pub struct DaemonConfig {
     pub dtls: Option<DtlsListener>,
     /// The admin endpoint (/metrics) on this port; off when `None`.
     pub admin_port: Option<u16>,
+    /// `mqtt.protocol`; the daemon's default (`auto`) when `None`.
+    pub protocol: Option<&'static str>,
 }
 
 /// The DTLS-PSK listener of a bench daemon: room for the 10,000-session
@@ -53,8 +55,10 @@ impl DtlsListener {
 }
 
 impl DaemonConfig {
-    /// One route, `bench/{run}/{device}` -> same topic, QoS 1: the driver
-    /// gives every run its own `{run}` so the subscriber can tell runs apart.
+    /// Two routes to the same topics, QoS 1: `bench/{run}/{device}` passes
+    /// the payload as it is, `json/{run}/{device}` translates it to JSON.
+    /// The driver gives every run its own `{run}` so the subscriber can
+    /// tell runs apart.
     pub fn render(&self) -> String {
         format!(
             "# written by the coap2mqtt bench driver\n\
@@ -62,17 +66,22 @@ impl DaemonConfig {
              [coap]\nlisten = [\"127.0.0.1:{coap}\"]\n\n\
              {dtls}\
              [mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt}\"\nclient_id = \"coap2mqtt-bench\"\n\
-             inflight = {inflight}\nreconnect_min_ms = 100\nreconnect_max_s = 1\n\n\
+             inflight = {inflight}\nreconnect_min_ms = 100\nreconnect_max_s = 1\n{protocol}\n\
              [store]\npath = \"{store}\"\nmax_messages = 4000000\nmax_bytes = 8589934592\n\
              commit_max_batch = {batch}\n\n\
              [log]\nlevel = \"info\"\n\n\
              [admin]\nlisten = \"{admin}\"\n\n\
-             [[route]]\nresource = \"bench/{{run}}/{{device}}\"\ntopic = \"bench/{{run}}/{{device}}\"\nqos = 1\n",
+             [[route]]\nresource = \"bench/{{run}}/{{device}}\"\ntopic = \"bench/{{run}}/{{device}}\"\nqos = 1\n\n\
+             [[route]]\nresource = \"json/{{run}}/{{device}}\"\ntopic = \"bench/{{run}}/{{device}}\"\nqos = 1\npayload = \"json\"\n",
             coap = self.coap_port,
             mqtt = self.mqtt_port,
             inflight = self.inflight,
             store = self.store_path.display(),
             batch = self.commit_max_batch,
+            protocol = self
+                .protocol
+                .map(|p| format!("protocol = \"{p}\"\n"))
+                .unwrap_or_default(),
             dtls = self.dtls.as_ref().map(DtlsListener::render).unwrap_or_default(),
             admin = self
                 .admin_port

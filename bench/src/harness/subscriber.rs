@@ -180,17 +180,31 @@ impl Subscriber {
     }
 }
 
+/// The load generator's sequence number in a payload: the first 8 bytes
+/// (opaque payloads), bytes 6..14 of its CBOR map, or the `seq` member of
+/// that map's JSON translation.
+fn sequence_number(payload: &[u8]) -> Option<u64> {
+    if let Some(json) = payload.strip_prefix(b"{\"seq\":") {
+        let digits = json.iter().take_while(|b| b.is_ascii_digit()).count();
+        return std::str::from_utf8(&json[..digits]).ok()?.parse().ok();
+    }
+    let at = match payload.starts_with(&[0xa2, 0x63, b's', b'e', b'q', 0x1b]) {
+        true => 6,
+        false => 0,
+    };
+    payload
+        .get(at..at + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+}
+
 impl State {
     fn record(&mut self, topic: &str, payload: &[u8], now: u64) {
         let Some((run_key, _device)) = topic.rsplit_once('/') else {
             self.malformed += 1;
             return;
         };
-        let Some(seq) = payload
-            .get(..8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_be_bytes)
-        else {
+        let Some(seq) = sequence_number(payload) else {
             self.malformed += 1;
             return;
         };
