@@ -470,6 +470,11 @@ pub fn lost_v5(error: &rumqttc::v5::ConnectionError, connected: bool) -> Lost {
                 io_by_broker(e)
             }
             E::MqttState(S::Deserialization(_)) | E::NotConnAck(_) => true,
+            // A 3.1.1 CONNACK is two bytes shorter than any MQTT 5 one:
+            // rumqttc's decoder waits for the properties length that never
+            // comes, and the broker's close then surfaces as an abort
+            // (nats-server 2.9 answers `20 02 00 01` and closes).
+            E::MqttState(S::ConnectionAborted) => true,
             other => io_v5(other).is_some_and(io_by_broker),
         };
     let refused = match error {
@@ -590,6 +595,19 @@ mod tests {
             "nobody there"
         );
         assert!(!lost_v5(&E::ConnectionRefused(C::NotAuthorized), false).maybe_not_v5);
+    }
+
+    #[test]
+    fn a_311_connack_cut_short_for_the_v5_decoder_may_be_a_311_broker() {
+        use rumqttc::v5::{ConnectionError as E, StateError as S};
+        // What rumqttc reports when a broker sends the 3.1.1 CONNACK
+        // `20 02 00 01` (unacceptable protocol version) and closes.
+        let aborted = || E::MqttState(S::ConnectionAborted);
+        assert!(lost_v5(&aborted(), false).maybe_not_v5);
+        assert!(
+            !lost_v5(&aborted(), true).maybe_not_v5,
+            "after a CONNACK the version is known"
+        );
     }
 
     #[test]
