@@ -19,6 +19,7 @@ pub mod coap_client;
 pub mod daemon;
 pub mod disk;
 pub mod dtls_hello;
+pub mod nats;
 pub mod powercut;
 pub mod proxy;
 pub mod subscriber;
