@@ -22,6 +22,7 @@ pub mod dtls_hello;
 pub mod nats;
 pub mod powercut;
 pub mod proxy;
+pub mod rabbitmq;
 pub mod subscriber;
 
 use std::fs::File;
