@@ -24,6 +24,7 @@ pub mod powercut;
 pub mod proxy;
 pub mod rabbitmq;
 pub mod subscriber;
+pub mod tinyproxy;
 
 use std::fs::File;
 use std::net::{TcpListener, UdpSocket};
