@@ -473,6 +473,11 @@ pub fn lost_v5(error: &rumqttc::v5::ConnectionError, connected: bool) -> Lost {
                 io_by_broker(e)
             }
             E::MqttState(S::Deserialization(_)) | E::NotConnAck(_) => true,
+            // A 3.1.1 CONNACK is two bytes shorter than any MQTT 5 one:
+            // rumqttc's decoder waits for the properties length that never
+            // comes, and the broker's close then surfaces as an abort
+            // (nats-server 2.9 answers `20 02 00 01` and closes).
+            E::MqttState(S::ConnectionAborted) => true,
             other => io_v5(other).is_some_and(io_by_broker),
         };
     let refused = match error {
@@ -526,11 +531,26 @@ fn explain(
     if let Some(code) = refused {
         return format!("the broker refused the connection: {code} (check client_id, username and password_file)");
     }
+    if let Some(code) = proxy_refusal(&text) {
+        return match code {
+            401 | 407 => format!("the HTTP proxy wants other credentials (HTTP {code}): check mqtt.proxy_credentials_file"),
+            _ => format!("the HTTP proxy refused to connect us to the broker (HTTP {code}): check that it allows CONNECT to the broker's host and port"),
+        };
+    }
     if text.contains("Timeout") || text.contains("timed out") {
         return "no CONNACK within the connect timeout (broker unreachable or not answering)"
             .into();
     }
     text
+}
+
+/// The HTTP status with which a proxy answered our CONNECT, when it was not
+/// 200. rumqttc does not export its proxy error type, so the code is read
+/// from the message it ends with ("... not equal 200: 407.").
+fn proxy_refusal(text: &str) -> Option<u16> {
+    let (_, rest) = text.split_once("The HTTP code is not equal 200: ")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 #[cfg(test)]
@@ -593,6 +613,43 @@ mod tests {
             "nobody there"
         );
         assert!(!lost_v5(&E::ConnectionRefused(C::NotAuthorized), false).maybe_not_v5);
+    }
+
+    #[test]
+    fn a_311_connack_cut_short_for_the_v5_decoder_may_be_a_311_broker() {
+        use rumqttc::v5::{ConnectionError as E, StateError as S};
+        // What rumqttc reports when a broker sends the 3.1.1 CONNACK
+        // `20 02 00 01` (unacceptable protocol version) and closes.
+        let aborted = || E::MqttState(S::ConnectionAborted);
+        assert!(lost_v5(&aborted(), false).maybe_not_v5);
+        assert!(
+            !lost_v5(&aborted(), true).maybe_not_v5,
+            "after a CONNACK the version is known"
+        );
+    }
+
+    #[test]
+    fn a_proxy_refusing_the_connect_is_explained_with_the_key_to_check() {
+        // As rumqttc 0.25 words it (seen against tinyproxy, which answers
+        // wrong credentials with 401).
+        let refused = |code: u16| {
+            explain(
+                format!("Proxy Connect: Proxy connect: The HTTP code is not equal 200: {code}."),
+                None,
+                false,
+                None,
+            )
+        };
+        for code in [401, 407] {
+            let why = refused(code);
+            assert!(why.contains("mqtt.proxy_credentials_file"), "{why}");
+            assert!(why.contains(&format!("HTTP {code}")), "{why}");
+        }
+        let forbidden = refused(403);
+        assert!(
+            forbidden.contains("allows CONNECT") && forbidden.contains("HTTP 403"),
+            "{forbidden}"
+        );
     }
 
     #[test]

@@ -262,7 +262,12 @@ impl<R: Send + 'static> Uplink<R> {
                         );
                         Attempt::Up(connection, limits)
                     }
-                    Err(_) => Attempt::Failed(lost),
+                    // The 3.1.1 attempt's error is the one that tells
+                    // why this broker is unusable now.
+                    Err(again) => Attempt::Failed(Lost {
+                        why: format!("{} (in MQTT 3.1.1; in MQTT 5: {})", again.why, lost.why),
+                        ..again
+                    }),
                 }
             }
             Err(lost) => Attempt::Failed(lost),

@@ -19,9 +19,12 @@ pub mod coap_client;
 pub mod daemon;
 pub mod disk;
 pub mod dtls_hello;
+pub mod nats;
 pub mod powercut;
 pub mod proxy;
+pub mod rabbitmq;
 pub mod subscriber;
+pub mod tinyproxy;
 
 use std::fs::File;
 use std::net::{TcpListener, UdpSocket};
