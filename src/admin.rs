@@ -1,7 +1,7 @@
 //! The admin endpoint: a small HTTP/1.1 server (hyper) for monitoring, and
 //! the client `coap2mqtt status` uses to read it.
 //!
-//! - `GET /metrics`: Prometheus text format (see `metrics`).
+//! - `GET /metrics`: OpenMetrics text (see `metrics`).
 //! - `GET /healthz`: 200 `healthy`, or 503 with the reasons, one per line:
 //!   the store cannot be written, or the pipeline is stalled.
 //! - `GET /status`: the figures for a person; 200 or 503 like `/healthz`.
@@ -131,7 +131,7 @@ fn answer<B>(metrics: &Metrics, request: &Request<B>) -> Response<Full<Bytes>> {
         "/metrics" => text(
             StatusCode::OK,
             metrics.render(),
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::CONTENT_TYPE,
         ),
         "/healthz" => {
             let verdict = metrics.check();
