@@ -1,6 +1,7 @@
 //! The `coap2mqtt` command line. Everything it does lives in the library.
 
 use clap::{CommandFactory, Parser, Subcommand};
+use coap2mqtt::config::exposure::PlainCoap;
 use coap2mqtt::config::Config;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -119,8 +120,13 @@ fn main() -> ExitCode {
             }
         }
         Commands::CheckConfig { config } => match Config::load(&config) {
-            Ok(_) => {
+            Ok(c) => {
                 println!("{}: OK", config.display());
+                // Valid, but worth a second look before the daemon says it.
+                let plain = PlainCoap::judge(&c.coap.listen, &c.routes);
+                if plain.level() == log::Level::Warn {
+                    eprintln!("warning: {}", plain.describe(&config));
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => {
