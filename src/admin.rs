@@ -1,7 +1,7 @@
 //! The admin endpoint: a small HTTP/1.1 server (hyper) for monitoring, and
 //! the client `coap2mqtt status` uses to read it.
 //!
-//! - `GET /metrics`: Prometheus text format (see `metrics`).
+//! - `GET /metrics`: OpenMetrics text (see `metrics`).
 //! - `GET /healthz`: 200 `healthy`, or 503 with the reasons, one per line:
 //!   the store cannot be written, or the pipeline is stalled.
 //! - `GET /status`: the figures for a person; 200 or 503 like `/healthz`.
@@ -131,7 +131,7 @@ fn answer<B>(metrics: &Metrics, request: &Request<B>) -> Response<Full<Bytes>> {
         "/metrics" => text(
             StatusCode::OK,
             metrics.render(),
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::CONTENT_TYPE,
         ),
         "/healthz" => {
             let verdict = metrics.check();
@@ -178,9 +178,9 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> 
 }
 
 async fn get_inner(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let stream = TcpStream::connect(addr).await.with_context(|| {
-        format!("cannot reach the daemon's admin endpoint at {addr} (is it running? is admin.listen set?)")
-    })?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("cannot reach the daemon's admin endpoint at {addr}"))?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .context("HTTP handshake with the admin endpoint")?;
@@ -203,16 +203,19 @@ async fn get_inner(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)
 }
 
 /// `coap2mqtt status`: prints the daemon's `/status`. Exit 0 when healthy,
-/// 1 when the daemon says it is not, 2 when it cannot be asked.
+/// 1 when the daemon says it is not, 2 when it cannot be asked. Every error
+/// is printed on lines of its own, followed by what to do about it.
 pub fn status_command(config: &std::path::Path, admin: Option<SocketAddr>) -> ExitCode {
-    let addr = match admin {
-        Some(addr) => addr,
+    let (addr, from) = match admin {
+        Some(addr) => (addr, "the one given with --admin".to_string()),
         None => match crate::config::Config::load(config) {
             Ok(c) => match c.admin.listen {
-                Some(addr) => addr,
+                Some(addr) => (addr, format!("admin.listen of {}", config.display())),
                 None => {
                     eprintln!(
-                        "{}: admin.listen is \"\": the daemon has no admin endpoint to ask",
+                        "{}: admin.listen is \"\": the daemon has no admin endpoint to ask.\n  \
+                         Set admin.listen (e.g. \"127.0.0.1:9464\") and restart the daemon, or give \
+                         the config of another daemon with --config FILE.",
                         config.display()
                     );
                     return ExitCode::from(2);
@@ -220,6 +223,11 @@ pub fn status_command(config: &std::path::Path, admin: Option<SocketAddr>) -> Ex
             },
             Err(errors) => {
                 eprintln!("{errors}");
+                eprintln!(
+                    "  `coap2mqtt status` reads the admin endpoint's address (admin.listen) from \
+                     the daemon's config: give it with --config FILE, or give the endpoint with \
+                     --admin ADDR:PORT (the default is --admin 127.0.0.1:9464)."
+                );
                 return ExitCode::from(2);
             }
         },
@@ -253,6 +261,11 @@ pub fn status_command(config: &std::path::Path, admin: Option<SocketAddr>) -> Ex
         }
         Err(e) => {
             eprintln!("{e:#}");
+            eprintln!(
+                "  That address is {from}. Is the daemon running? `systemctl status coap2mqtt` \
+                 tells. If its admin endpoint is elsewhere, give it with --admin ADDR:PORT, or \
+                 give the daemon's config with --config FILE."
+            );
             ExitCode::from(2)
         }
     }

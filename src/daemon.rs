@@ -11,6 +11,7 @@
 
 use crate::coap::exchange::{Exchange, ExchangeConfig, Ticket};
 use crate::coap::recall::Recall;
+use crate::config::exposure::PlainCoap;
 use crate::config::Config;
 use crate::metrics::{Metrics, Thresholds};
 use crate::reload;
@@ -22,6 +23,7 @@ use crate::transport::udp::UdpLink;
 use crate::transport::Link;
 use crate::uplink::{self, tls, Uplink};
 use anyhow::Context;
+use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -94,11 +96,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
     };
     let mut servers = Vec::new();
+    let plain = PlainCoap::judge(&config.coap.listen, &config.routes);
+    log::log!(plain.level(), "{}", plain.describe(&config.source));
     for addr in &config.coap.listen {
-        let link = UdpLink::bind(*addr)
-            .await
-            .with_context(|| format!("coap.listen: cannot bind UDP {addr}"))?;
-        servers.push(listeners.serve(link, "udp"));
+        match UdpLink::bind(*addr).await {
+            Ok(link) => servers.push(listeners.serve(link, "udp")),
+            // The packaged config lists [::1] beside 127.0.0.1; a machine
+            // with IPv6 turned off still serves the IPv4 loopback.
+            Err(e) if addr.ip() == Ipv6Addr::LOCALHOST && no_ipv6(&e) => {
+                log::warn!("coap.listen: {addr} left out: this machine has no IPv6 ({e})")
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("coap.listen: cannot bind UDP {addr}"))
+            }
+        }
     }
     let dtls = match config.dtls.enabled() {
         true => Some(Arc::new(Dtls::new(&config.dtls)?)),
@@ -199,6 +210,13 @@ fn recent_requests(queue: &Queue) -> Vec<(Recall, Duration)> {
             Some((Recall::decode(&bytes)?, age))
         })
         .collect()
+}
+
+/// The error of binding an IPv6 address where IPv6 is off: the address is
+/// not there (sysctl disable_ipv6) or the family is not (ipv6.disable=1,
+/// EAFNOSUPPORT, 97 on Linux).
+fn no_ipv6(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(97)
 }
 
 fn exchange_config(config: &Config) -> ExchangeConfig {

@@ -1,12 +1,14 @@
 //! The `coap2mqtt` command line. Everything it does lives in the library.
 
 use clap::{CommandFactory, Parser, Subcommand};
-use coap2mqtt::config::Config;
-use std::path::PathBuf;
+use coap2mqtt::config::exposure::PlainCoap;
+use coap2mqtt::config::{Config, ConfigErrors};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 const DEFAULT_CONFIG: &str = "/etc/coap2mqtt/coap2mqtt.toml";
 const DEFAULT_PSK_FILE: &str = "/etc/coap2mqtt/psk.toml";
+const EXAMPLE_CONFIG: &str = "/usr/share/doc/coap2mqtt/examples/coap2mqtt.toml";
 
 #[derive(Parser)]
 #[command(
@@ -119,23 +121,22 @@ fn main() -> ExitCode {
             }
         }
         Commands::CheckConfig { config } => match Config::load(&config) {
-            Ok(_) => {
+            Ok(c) => {
                 println!("{}: OK", config.display());
+                // Valid, but worth a second look before the daemon says it.
+                let plain = PlainCoap::judge(&c.coap.listen, &c.routes);
+                if plain.level() == log::Level::Warn {
+                    eprintln!("warning: {}", plain.describe(&config));
+                }
                 ExitCode::SUCCESS
             }
-            Err(errors) => {
-                eprintln!("{errors}");
-                ExitCode::from(2)
-            }
+            Err(errors) => config_refused(&config, &errors),
         },
         Commands::Psk { command } => psk(command),
         Commands::Run { config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
-                Err(errors) => {
-                    eprintln!("{errors}");
-                    return ExitCode::from(2);
-                }
+                Err(errors) => return config_refused(&config, &errors),
             };
             coap2mqtt::logging::init(config.log.level);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -160,6 +161,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints a config's problems, one per line, then what to do; exit 2.
+fn config_refused(path: &Path, errors: &ConfigErrors) -> ExitCode {
+    eprintln!("{errors}");
+    if std::fs::File::open(path).is_err() {
+        eprintln!(
+            "  Give the configuration file with --config FILE (as a user who may read it); \
+             the package's example is {EXAMPLE_CONFIG}."
+        );
+    } else {
+        eprintln!(
+            "  Fix the lines above, then check the file with: coap2mqtt check-config --config {}",
+            path.display()
+        );
+    }
+    ExitCode::from(2)
+}
+
+/// What to do when the PSK file cannot be read or written.
+const PSK_FILE_HINT: &str = "  Give the PSK file with --psk-file FILE, or the config naming it \
+    (dtls.psk_file) with --config FILE; the packaged file needs root to change.";
+
 fn psk(command: PskCommand) -> ExitCode {
     use coap2mqtt::config::psk::{self, AddError};
     match command {
@@ -182,7 +204,14 @@ fn psk(command: PskCommand) -> ExitCode {
                 Err(e) => {
                     eprintln!("{e}");
                     match e {
-                        AddError::Io { .. } => ExitCode::FAILURE,
+                        AddError::Io { .. } => {
+                            eprintln!("{PSK_FILE_HINT}");
+                            ExitCode::FAILURE
+                        }
+                        AddError::Invalid { .. } => {
+                            eprintln!("{PSK_FILE_HINT}");
+                            ExitCode::from(2)
+                        }
                         _ => ExitCode::from(2),
                     }
                 }
@@ -199,6 +228,7 @@ fn psk(command: PskCommand) -> ExitCode {
                 }
                 Err(errors) => {
                     eprintln!("{errors}");
+                    eprintln!("{PSK_FILE_HINT}");
                     ExitCode::from(2)
                 }
             }

@@ -248,7 +248,7 @@ pass "psk.toml is $perm"
 # The user's edit of the conffile: our ports (this also shows edits survive
 # the upgrade below).
 in_box sed -i \
-  -e "s|^listen = \[\"0.0.0.0:5683\"\]|listen = [\"127.0.0.1:$COAP\"]|" \
+  -e "s|^listen = \[\"127.0.0.1:5683\", \"\[::1\]:5683\"\]|listen = [\"127.0.0.1:$COAP\"]|" \
   -e "s|^url = \"mqtt://127.0.0.1:1883\"|url = \"mqtt://127.0.0.1:$MQTT\"|" \
   -e "s|^listen = \"127.0.0.1:9464\"|listen = \"127.0.0.1:$ADMIN\"|" \
   /etc/coap2mqtt/coap2mqtt.toml
@@ -259,6 +259,9 @@ subscribe
 in_box systemctl restart coap2mqtt
 wait_active 40 || fail "coap2mqtt is not active: $(in_box systemctl status coap2mqtt --no-pager 2>&1 | tail -5)"
 pass "unit active; $(in_box systemctl show -p StatusText --value coap2mqtt)"
+in_box journalctl --no-pager -u coap2mqtt | grep -q 'plain CoAP .* is served on loopback only' ||
+  fail "no start-up line saying plain CoAP is on loopback only"
+pass "plain CoAP on loopback only, said at start"
 user=$(in_box ps -o user= -p "$(main_pid)")
 [ "$user" = coap2mqtt ] || fail "the daemon runs as $user"
 pass "runs as $user"

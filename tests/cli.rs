@@ -1,7 +1,7 @@
 //! The command line, as an operator meets it: `--version`, `check-config`
 //! on the shipped config and on broken ones (every problem printed as
-//! `file:line: key: message`, exit 2), and `status` against a running
-//! daemon. (`psk add`/`psk list` and a world-readable PSK file refused at
+//! `file:line: key: message`, exit 2), `status` against a running daemon,
+//! and every error on lines of its own followed by what to do. (`psk add`/`psk list` and a world-readable PSK file refused at
 //! `run` are in tests/dtls.rs, with the rest of DTLS.)
 
 mod support;
@@ -182,6 +182,74 @@ fn check_config_of_a_file_that_is_not_toml_names_file_and_line() {
     );
 }
 
+/// The output's lines; each error must be one of them, whole.
+fn lines(run: &RunOutcome) -> Vec<&str> {
+    run.output.lines().collect()
+}
+
+#[test]
+fn status_without_a_config_says_to_give_config_or_admin() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("etc/coap2mqtt.toml");
+    let run = run_binary(&["status", "--config", path(&file)], WAIT);
+    assert_eq!(exit_code(&run), Some(2), "{}", run.output);
+    let lines = lines(&run);
+    assert_eq!(
+        lines.first().copied(),
+        Some(&*format!(
+            "{}: cannot read: No such file or directory (os error 2)",
+            path(&file)
+        )),
+        "{}",
+        run.output
+    );
+    let hint = lines.get(1).copied().unwrap_or_default();
+    assert!(
+        hint.starts_with("  ") && hint.contains("--config FILE") && hint.contains("--admin"),
+        "{}",
+        run.output
+    );
+}
+
+#[test]
+fn status_without_a_daemon_names_the_address_and_what_to_do() {
+    let admin = format!("127.0.0.1:{}", free_tcp_port());
+    let run = run_binary(&["status", "--admin", &admin], WAIT);
+    assert_eq!(exit_code(&run), Some(2), "{}", run.output);
+    let lines = lines(&run);
+    let first = lines.first().copied().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!(
+            "cannot reach the daemon's admin endpoint at {admin}: "
+        )),
+        "{}",
+        run.output
+    );
+    let hint = lines.get(1).copied().unwrap_or_default();
+    for what in [
+        "given with --admin",
+        "systemctl status coap2mqtt",
+        "--config FILE",
+    ] {
+        assert!(hint.contains(what), "no {what:?} in:\n{}", run.output);
+    }
+}
+
+#[test]
+fn run_without_its_config_says_to_give_one_with_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("absent.toml");
+    let run = run_binary(&["run", "--config", path(&file)], WAIT);
+    assert_eq!(exit_code(&run), Some(2), "{}", run.output);
+    let lines = lines(&run);
+    assert!(lines[0].starts_with(path(&file)), "{}", run.output);
+    assert!(
+        lines.get(1).is_some_and(|l| l.contains("--config FILE")),
+        "{}",
+        run.output
+    );
+}
+
 #[test]
 fn run_refuses_a_broken_config_with_exit_2_and_the_problem() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -196,6 +264,15 @@ fn run_refuses_a_broken_config_with_exit_2_and_the_problem() {
     assert!(
         run.output
             .contains(&format!("{}:3: mqtt.keep_alive_s", path(&bad))),
+        "{}",
+        run.output
+    );
+    let check = format!("coap2mqtt check-config --config {}", path(&bad));
+    assert!(
+        run.output
+            .lines()
+            .last()
+            .is_some_and(|l| l.ends_with(&check)),
         "{}",
         run.output
     );

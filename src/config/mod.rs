@@ -20,9 +20,11 @@
 //!
 //! The file is parsed into a tree that keeps every position
 //! (`document.rs`), then read section by section (`sections.rs`, `routes.rs`).
+//! `exposure.rs` judges who can reach plain CoAP, for the start-up log.
 
 mod document;
 mod dtls;
+pub mod exposure;
 pub mod psk;
 mod routes;
 mod sections;

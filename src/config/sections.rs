@@ -229,7 +229,12 @@ pub(super) fn addresses(
 }
 
 fn coap(t: &Table, r: &mut Report) -> CoapConfig {
-    let listen = addresses(t, "listen", vec![SocketAddr::from(([0, 0, 0, 0], 5683))], r);
+    // Loopback only: plain CoAP is unauthenticated (see config/exposure.rs).
+    let loopback = vec![
+        SocketAddr::from(([127, 0, 0, 1], 5683)),
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 5683)),
+    ];
+    let listen = addresses(t, "listen", loopback, r);
     CoapConfig {
         listen,
         max_payload: number(t, "max_payload", 65_536, 1..=MAX_MQTT_PACKET, r),

@@ -1,5 +1,5 @@
 //! The daemon's figures: what the admin endpoint serves as `/metrics`
-//! (Prometheus text format), `/healthz` and `/status`, and what the
+//! (OpenMetrics text, written by prometheus-client), `/healthz` and `/status`, and what the
 //! watchdog looks at before it tells systemd the daemon is alive.
 //!
 //! Where the figures live, and why they cost nothing on the hot path:
@@ -14,18 +14,21 @@
 //! - The commit thread records its batch sizes and latencies in
 //!   [`CommitStats`]: a few relaxed atomic adds per batch.
 //!
-//! Codemap: `histogram.rs` (atomic fixed-bucket histograms and the commit
-//! figures), `transport.rs` (the per-task counters), `health.rs` (the
-//! verdict: wedged, degraded or healthy), `render.rs` (Prometheus text and
-//! the human status).
+//! Codemap: `crate::histogram` (atomic fixed-bucket histograms; the
+//! store records its commits in them), `transport.rs` (the per-task
+//! counters), `health.rs` (the verdict: wedged, degraded or healthy),
+//! `openmetrics.rs` (`/metrics`: one prometheus-client collector that reads
+//! all of the above at scrape time), `status.rs` (the report for a person).
 
 mod health;
-mod render;
+mod openmetrics;
+mod status;
 mod transport;
 
 pub use crate::histogram::Histogram;
 pub use crate::store::CommitStats;
 pub use health::{Thresholds, Verdict};
+pub use openmetrics::CONTENT_TYPE;
 pub use transport::{TransportCounters, TransportMetrics, PUBLISH_EVERY};
 
 use crate::clock::now_ms;
@@ -43,6 +46,8 @@ pub struct Metrics {
     /// How many commands wait for the committer; `None` once it is gone.
     store_pending: Box<dyn Fn() -> Option<usize> + Send + Sync>,
     health: health::Monitor,
+    /// What `/metrics` is written from (a collector reading the above).
+    registry: prometheus_client::registry::Registry,
 }
 
 struct UplinkFigures {
@@ -59,13 +64,14 @@ impl Metrics {
         thresholds: Thresholds,
     ) -> Arc<Metrics> {
         let started_ms = now_ms();
-        Arc::new(Metrics {
+        Arc::new_cyclic(|me| Metrics {
             queue,
             started_ms,
             transports: Mutex::new(Vec::new()),
             uplink: OnceLock::new(),
             store_pending: Box::new(store_pending),
             health: health::Monitor::new(thresholds, started_ms),
+            registry: openmetrics::registry(me.clone()),
         })
     }
 
@@ -123,16 +129,19 @@ impl Metrics {
         })
     }
 
-    /// `/metrics`: the Prometheus text exposition format, version 0.0.4.
+    /// `/metrics`: OpenMetrics text 1.0.0, ending with `# EOF` (served as
+    /// [`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        let verdict = self.check();
-        render::prometheus(self, &verdict)
+        let mut text = String::with_capacity(8192);
+        // Writing to a String cannot fail, nor can the collector.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
     }
 
     /// `/status`: the figures for a person.
     pub fn status(&self) -> (Verdict, String) {
         let verdict = self.check();
-        let text = render::status(self, &verdict);
+        let text = status::status(self, &verdict);
         (verdict, text)
     }
 
@@ -158,7 +167,7 @@ impl Metrics {
         };
         format!(
             "queue: {depth} messages ({}); uplink: {uplink}",
-            render::human_bytes(bytes)
+            status::human_bytes(bytes)
         )
     }
 }

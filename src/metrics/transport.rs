@@ -11,6 +11,11 @@ pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// CoAP message types, by their 2-bit value.
 pub const MESSAGE_TYPES: [&str; 4] = ["CON", "NON", "ACK", "RST"];
 
+/// A CoAP code byte as people write it: 0x44 is "2.04".
+pub(super) fn code_name(byte: u8) -> String {
+    format!("{}.{:02}", byte >> 5, byte & 0x1f)
+}
+
 /// One transport task's figures (or, summed, all tasks of a kind).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TransportCounters {
