@@ -151,9 +151,23 @@ fn answer<B>(metrics: &Metrics, request: &Request<B>) -> Response<Full<Bytes>> {
             };
             text(status, body, "text/plain; charset=utf-8")
         }
+        "/devices" => match metrics.devices() {
+            Some(table) => {
+                let listing = {
+                    let table = table.lock().unwrap_or_else(|p| p.into_inner());
+                    crate::devices::Listing::of(&table, crate::clock::now_ms())
+                };
+                text(StatusCode::OK, listing.to_json() + "\n", "application/json")
+            }
+            None => text(
+                StatusCode::NOT_FOUND,
+                "no device table yet\n".into(),
+                "text/plain",
+            ),
+        },
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /metrics, /healthz or /status\n".into(),
+            "not found; try /metrics, /healthz, /status or /devices\n".into(),
             "text/plain",
         ),
     }
@@ -205,7 +219,13 @@ async fn get_inner(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)
 /// `coap2mqtt status`: prints the daemon's `/status`. Exit 0 when healthy,
 /// 1 when the daemon says it is not, 2 when it cannot be asked. Every error
 /// is printed on lines of its own, followed by what to do about it.
-pub fn status_command(config: &std::path::Path, admin: Option<SocketAddr>) -> ExitCode {
+/// Where the running daemon's admin endpoint is: `--admin`, or the
+/// config's `admin.listen`; with where that came from, for errors.
+fn endpoint(
+    config: &std::path::Path,
+    admin: Option<SocketAddr>,
+    command: &str,
+) -> Result<(SocketAddr, String), ExitCode> {
     let (addr, from) = match admin {
         Some(addr) => (addr, "the one given with --admin".to_string()),
         None => match crate::config::Config::load(config) {
@@ -218,17 +238,17 @@ pub fn status_command(config: &std::path::Path, admin: Option<SocketAddr>) -> Ex
                          the config of another daemon with --config FILE.",
                         config.display()
                     );
-                    return ExitCode::from(2);
+                    return Err(ExitCode::from(2));
                 }
             },
             Err(errors) => {
                 eprintln!("{errors}");
                 eprintln!(
-                    "  `coap2mqtt status` reads the admin endpoint's address (admin.listen) from \
+                    "  `coap2mqtt {command}` reads the admin endpoint's address (admin.listen) from \
                      the daemon's config: give it with --config FILE, or give the endpoint with \
                      --admin ADDR:PORT (the default is --admin 127.0.0.1:9464)."
                 );
-                return ExitCode::from(2);
+                return Err(ExitCode::from(2));
             }
         },
     };
@@ -240,17 +260,79 @@ pub fn status_command(config: &std::path::Path, admin: Option<SocketAddr>) -> Ex
         ip if ip.is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port())),
         _ => addr,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    Ok((addr, from))
+}
+
+/// `GET path` from the endpoint, on a runtime of its own (the CLI has none).
+fn ask(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
+        .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
+    runtime.block_on(get(addr, path))
+}
+
+fn not_reached(e: &anyhow::Error, from: &str) -> ExitCode {
+    eprintln!("{e:#}");
+    eprintln!(
+        "  That address is {from}. Is the daemon running? `systemctl status coap2mqtt` \
+         tells. If its admin endpoint is elsewhere, give it with --admin ADDR:PORT, or \
+         give the daemon's config with --config FILE."
+    );
+    ExitCode::from(2)
+}
+
+/// `coap2mqtt devices`: the running daemon's device table, as a table or
+/// as the endpoint's JSON; `quiet_for` keeps only devices not heard from
+/// for at least that long.
+pub fn devices_command(
+    config: &std::path::Path,
+    admin: Option<SocketAddr>,
+    json: bool,
+    quiet_for: Option<std::time::Duration>,
+) -> ExitCode {
+    let (addr, from) = match endpoint(config, admin, "devices") {
+        Ok(found) => found,
+        Err(code) => return code,
     };
-    match runtime.block_on(get(addr, "/status")) {
+    let body = match ask(addr, "/devices") {
+        Ok((200, body)) => body,
+        Ok((status, body)) => {
+            eprintln!("the daemon at {addr} answered {status}: {}", body.trim());
+            eprintln!("  A daemon older than 0.2 has no device table: upgrade it.");
+            return ExitCode::from(1);
+        }
+        Err(e) => return not_reached(&e, &from),
+    };
+    match crate::devices::Listing::parse(&body) {
+        Ok(listing) => {
+            let listing = match quiet_for {
+                Some(quiet) => listing.quiet_for(quiet),
+                None => listing,
+            };
+            if json {
+                println!("{}", listing.to_json());
+            } else {
+                print!("{}", listing.render());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("the daemon at {addr} sent a device table this CLI cannot read: {e}");
+            eprintln!(
+                "  Are the CLI and the daemon the same version? `coap2mqtt --version` tells."
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+pub fn status_command(config: &std::path::Path, admin: Option<SocketAddr>) -> ExitCode {
+    let (addr, from) = match endpoint(config, admin, "status") {
+        Ok(found) => found,
+        Err(code) => return code,
+    };
+    match ask(addr, "/status") {
         Ok((200, body)) => {
             print!("{body}");
             ExitCode::SUCCESS
@@ -259,14 +341,6 @@ pub fn status_command(config: &std::path::Path, admin: Option<SocketAddr>) -> Ex
             print!("{body}");
             ExitCode::from(1)
         }
-        Err(e) => {
-            eprintln!("{e:#}");
-            eprintln!(
-                "  That address is {from}. Is the daemon running? `systemctl status coap2mqtt` \
-                 tells. If its admin endpoint is elsewhere, give it with --admin ADDR:PORT, or \
-                 give the daemon's config with --config FILE."
-            );
-            ExitCode::from(2)
-        }
+        Err(e) => not_reached(&e, &from),
     }
 }

@@ -87,7 +87,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown) = watch::channel(false);
 
     // One CoAP server (and so one exchange) per socket, whatever the transport.
+    let devices = crate::devices::shared(config.admin.max_devices);
+    metrics.set_devices(devices.clone());
     let listeners = Listeners {
+        devices,
         exchange: exchange_config(&config),
         recalled,
         metrics: metrics.clone(),
@@ -173,6 +176,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// store and the shutdown signal.
 struct Listeners {
     exchange: ExchangeConfig,
+    devices: crate::devices::SharedDevices,
     /// Requests stored before this start, for deduplication.
     recalled: Vec<(Recall, Duration)>,
     metrics: Arc<Metrics>,
@@ -193,6 +197,7 @@ impl Listeners {
             exchange,
             routes: self.routes.clone(),
             store: self.store.clone(),
+            devices: self.devices.clone(),
         };
         tokio::spawn(server.serve(self.shutdown.clone()))
     }

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod coap;
 pub mod config;
 pub mod daemon;
+pub mod devices;
 pub mod histogram;
 pub mod logging;
 pub mod message;

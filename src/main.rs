@@ -45,6 +45,23 @@ enum Commands {
         #[arg(long)]
         admin: Option<std::net::SocketAddr>,
     },
+    /// List the devices the running daemon has heard from (its admin
+    /// endpoint's GET /devices): the most recently heard from first.
+    Devices {
+        /// The configuration file, for admin.listen.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The admin endpoint's address, instead of the config's.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// The endpoint's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Only devices not heard from for at least this long ("90s",
+        /// "15m", "1h", "2days").
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        quiet_for: Option<std::time::Duration>,
+    },
     /// Write the man page (roff) to stdout.
     #[command(hide = true)]
     Manpage,
@@ -110,6 +127,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Commands::Status { config, admin } => coap2mqtt::admin::status_command(&config, admin),
+        Commands::Devices {
+            config,
+            admin,
+            json,
+            quiet_for,
+        } => coap2mqtt::admin::devices_command(&config, admin, json, quiet_for),
         Commands::Manpage => {
             let man = clap_mangen::Man::new(Cli::command());
             match man.render(&mut std::io::stdout()) {

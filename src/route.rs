@@ -99,6 +99,9 @@ pub struct Resolved {
     pub payload: Payload,
     /// Each resolved SenML record becomes a message of its own.
     pub split: bool,
+    /// The `{device}` capture, when the route has one: the name the
+    /// device table lists the device under.
+    pub device: Option<String>,
 }
 
 /// A route's `payload` key: what reaches the broker.
@@ -499,7 +502,15 @@ impl Router {
                 return Err(Refusal::Forbidden);
             }
             let topic = route.render(&captures, &self.gateway, identity)?;
+            let device = captures
+                .iter()
+                .find(|(name, _)| *name == "device")
+                .map(|(_, capture)| match capture {
+                    Capture::One(value) => value.to_string(),
+                    Capture::Many(values) => values.join("/"),
+                });
             return Ok(Resolved {
+                device,
                 topic,
                 qos: route.qos,
                 retain: route.retain,

@@ -30,6 +30,7 @@ use super::request::{self, NoResponse, RequestOptions};
 use super::wire::{
     self, CoapMessage, Code, Header, MessageType, ParseError, Response, ResponseOptions, Token,
 };
+use crate::devices::{Event, Sighting};
 use crate::message::{Message, Meta};
 use crate::route::{Payload, Refusal, Router};
 use crate::translate::{self, Translated};
@@ -163,6 +164,17 @@ pub struct Ticket {
     /// The Block1 to echo in the 2.04 of a block-wise upload (M = 0).
     block1: Option<BlockOption>,
     stamp: Stamp,
+    /// For the device table once the store answers (boxed: tickets wait
+    /// in channels by the thousand and stay small).
+    seen: Box<Seen>,
+}
+
+/// What the device table learns of a stored request.
+#[derive(Debug)]
+struct Seen {
+    device: Option<Box<str>>,
+    messages: u32,
+    bytes: u64,
 }
 
 impl Ticket {
@@ -226,6 +238,7 @@ enum Decision {
     Store {
         messages: Vec<Message>,
         block1: Option<BlockOption>,
+        device: Option<Box<str>>,
     },
     /// Non-confirmable with an unrecognized critical option: no answer.
     Reject,
@@ -239,7 +252,16 @@ pub struct Exchange {
     dedup: DedupTable,
     assemblies: Assemblies,
     counters: ExchangeCounters,
+    /// What devices did, for the device table; drained by the server
+    /// through [`Exchange::take_sightings`] (bounded for callers that never
+    /// drain).
+    sightings: Vec<Sighting>,
+    /// The `{device}` capture of the request being decided.
+    deciding_for: Option<Box<str>>,
 }
+
+/// Sightings kept at most between two drains.
+const MAX_SIGHTINGS: usize = 1_024;
 
 impl Exchange {
     /// `first_message_id` should be random (RFC 7252 §4.4), chosen by the caller.
@@ -250,6 +272,8 @@ impl Exchange {
             config,
             next_message_id: first_message_id,
             counters: ExchangeCounters::default(),
+            sightings: Vec::new(),
+            deciding_for: None,
         }
     }
 
@@ -259,6 +283,22 @@ impl Exchange {
 
     pub fn counters(&self) -> &ExchangeCounters {
         &self.counters
+    }
+
+    /// What devices did since the last call: stored messages and refused
+    /// requests, for the device table.
+    pub fn take_sightings(&mut self) -> std::vec::Drain<'_, Sighting> {
+        self.sightings.drain(..)
+    }
+
+    fn sighted(&mut self, peer: &Peer, device: Option<Box<str>>, event: Event) {
+        if self.sightings.len() < MAX_SIGHTINGS {
+            self.sightings.push(Sighting {
+                peer: peer.clone(),
+                device,
+                event,
+            });
+        }
     }
 
     /// How many (peer, Message ID) pairs are remembered now.
@@ -375,6 +415,16 @@ impl Exchange {
                 Answer::new(Code::INTERNAL_SERVER_ERROR)
             }
         };
+        let event = match outcome {
+            StoreOutcome::Stored => Event::Stored {
+                messages: ticket.seen.messages,
+                bytes: ticket.seen.bytes,
+            },
+            _ => Event::Refused {
+                code: (answer.code.class(), answer.code.detail()),
+            },
+        };
+        self.sighted(&ticket.peer, ticket.seen.device, event);
         let bytes = self.address(&ticket.origin, &answer);
         let key = DedupKey {
             peer: ticket.peer,
@@ -491,7 +541,11 @@ impl Exchange {
             Lifetime::NonConfirmable
         };
         match self.decide(peer, message, &options, router, now, wall_ms) {
-            Decision::Store { messages, block1 } => {
+            Decision::Store {
+                messages,
+                block1,
+                device,
+            } => {
                 let stamp = self.dedup.remember(key, Remembered::Pending, lifetime, now);
                 self.counters.handed_to_store += 1;
                 let ticket = Ticket {
@@ -499,10 +553,20 @@ impl Exchange {
                     origin,
                     block1,
                     stamp,
+                    seen: Box::new(Seen {
+                        device,
+                        messages: messages.len() as u32,
+                        bytes: messages.iter().map(|m| m.payload.len() as u64).sum(),
+                    }),
                 };
                 Step::Store { ticket, messages }
             }
             Decision::Answer(answer) => {
+                if answer.code.class() >= 4 {
+                    let device = self.deciding_for.take();
+                    let code = (answer.code.class(), answer.code.detail());
+                    self.sighted(peer, device, Event::Refused { code });
+                }
                 let bytes = self.address(&origin, &answer);
                 self.dedup
                     .remember(key, remembered(&origin, &answer), lifetime, now);
@@ -529,6 +593,7 @@ impl Exchange {
         now: Instant,
         wall_ms: u64,
     ) -> Decision {
+        self.deciding_for = None;
         if options.unrecognized_critical.is_some() {
             self.counters.bad_options += 1;
             if message.header.message_type != MessageType::Confirmable {
@@ -569,7 +634,10 @@ impl Exchange {
             (key, block)
         });
         let resolved = match router.resolve(&path, method, peer.identity.as_deref()) {
-            Ok(resolved) => resolved,
+            Ok(resolved) => {
+                self.deciding_for = resolved.device.as_deref().map(Box::from);
+                resolved
+            }
             Err(refusal) => {
                 if let Some((key, _)) = &upload {
                     self.assemblies.abandon(key);
@@ -656,6 +724,7 @@ impl Exchange {
         Decision::Store {
             messages,
             block1: block1.map(|block| block.with_more(false)),
+            device: self.deciding_for.take(),
         }
     }
 

@@ -325,6 +325,8 @@ pub struct AdminConfig {
     /// The HTTP endpoint for `/metrics`, `/healthz` and `/status`; `None`
     /// when `listen = ""` turns it off.
     pub listen: Option<SocketAddr>,
+    /// How many devices the device table keeps (`GET /devices`).
+    pub max_devices: usize,
 }
 
 /// One `[[route]]` as written (methods and qos parsed). Validation compiled

@@ -54,7 +54,7 @@ const STORE_KEYS: &[&str] = &[
     "commit_max_batch",
 ];
 const LOG_KEYS: &[&str] = &["level"];
-const ADMIN_KEYS: &[&str] = &["listen"];
+const ADMIN_KEYS: &[&str] = &["listen", "max_devices"];
 
 /// Keys only a TLS connection uses.
 const TLS_KEYS: &[&str] = &["ca_file", "client_cert", "client_key", "alpn"];
@@ -665,5 +665,13 @@ fn admin(t: &Table, r: &mut Report) -> AdminConfig {
             }
         },
     };
-    AdminConfig { listen }
+    let max_devices = t
+        .int("max_devices", 1..=1_000_000, r)
+        .map_or(crate::devices::DEFAULT_MAX_DEVICES, |got| {
+            got.value as usize
+        });
+    AdminConfig {
+        listen,
+        max_devices,
+    }
 }

@@ -43,6 +43,8 @@ pub struct Metrics {
     started_ms: u64,
     transports: Mutex<Vec<Arc<Mutex<TransportCounters>>>>,
     uplink: OnceLock<UplinkFigures>,
+    /// The devices heard from (see [`crate::devices`]).
+    devices: OnceLock<crate::devices::SharedDevices>,
     /// How many commands wait for the committer; `None` once it is gone.
     store_pending: Box<dyn Fn() -> Option<usize> + Send + Sync>,
     health: health::Monitor,
@@ -69,6 +71,7 @@ impl Metrics {
             started_ms,
             transports: Mutex::new(Vec::new()),
             uplink: OnceLock::new(),
+            devices: OnceLock::new(),
             store_pending: Box::new(store_pending),
             health: health::Monitor::new(thresholds, started_ms),
             registry: openmetrics::registry(me.clone()),
@@ -88,6 +91,16 @@ impl Metrics {
     /// Registers the uplink's figures; once.
     pub fn set_uplink(&self, stats: Arc<uplink::Stats>, broker: String) {
         let _ = self.uplink.set(UplinkFigures { stats, broker });
+    }
+
+    /// Registers the device table; once.
+    pub fn set_devices(&self, devices: crate::devices::SharedDevices) {
+        let _ = self.devices.set(devices);
+    }
+
+    /// The device table, once registered.
+    pub fn devices(&self) -> Option<&crate::devices::SharedDevices> {
+        self.devices.get()
     }
 
     /// The transports' latest snapshots, summed per kind.

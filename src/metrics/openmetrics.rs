@@ -57,8 +57,51 @@ impl Collector for Figures {
         daemon(&mut e, &m, &verdict)?;
         transports(&mut e, &m.transports())?;
         queue(&mut e, &m)?;
-        uplink(&mut e, &m)
+        uplink(&mut e, &m)?;
+        devices(&mut e, &m)
     }
+}
+
+/// Aggregates of the device table only: per-device figures would make one
+/// label set per device (see `crate::devices`).
+fn devices(e: &mut DescriptorEncoder, m: &Metrics) -> fmt::Result {
+    let Some(table) = m.devices() else {
+        return Ok(());
+    };
+    let now = crate::clock::now_ms();
+    let (known, recent, hour, evicted) = {
+        let table = table.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            table.len(),
+            table.heard_since(now.saturating_sub(5 * 60 * 1000)),
+            table.heard_since(now.saturating_sub(60 * 60 * 1000)),
+            table.evicted(),
+        )
+    };
+    gauge(
+        e,
+        "devices_known",
+        None,
+        "Devices in the device table (at most admin.max_devices).",
+        known as u64,
+    )?;
+    let mut f = family(
+        e,
+        "devices_heard",
+        None,
+        MetricType::Gauge,
+        "Devices heard from within the window (\"5m\" or \"1h\").",
+    )?;
+    for (window, n) in [("5m", recent), ("1h", hour)] {
+        f.encode_family(&[("window", window)])?
+            .encode_gauge(&(n as u64))?;
+    }
+    counter(
+        e,
+        "devices_evicted",
+        "Devices pushed out of the full device table by newer ones.",
+        evicted,
+    )
 }
 
 /// One family: its `# HELP` and `# TYPE` (and `# UNIT`) lines.

@@ -15,6 +15,7 @@
 use super::Link;
 use crate::clock::now_ms;
 use crate::coap::exchange::{Exchange, Peer, Step, StoreOutcome, Ticket};
+use crate::devices::SharedDevices;
 use crate::logging::RateLimited;
 use crate::metrics::{TransportMetrics, PUBLISH_EVERY};
 use crate::route::Router;
@@ -34,6 +35,8 @@ pub struct Server<L> {
     /// This listener's counters, published for /metrics at most every
     /// [`PUBLISH_EVERY`]: no lock per datagram.
     pub metrics: TransportMetrics,
+    /// Where what devices did is recorded (shared by all listeners).
+    pub devices: SharedDevices,
 }
 
 impl<L: Link> Server<L> {
@@ -65,7 +68,9 @@ impl<L: Link> Server<L> {
                 Some((ticket, outcome)) = committed.recv() => {
                     awaiting_store -= 1;
                     let peer = ticket.peer().clone();
-                    if let Some(reply) = self.exchange.on_stored(ticket, store_outcome(outcome), Instant::now()) {
+                    let reply = self.exchange.on_stored(ticket, store_outcome(outcome), Instant::now());
+                    self.record_sightings();
+                    if let Some(reply) = reply {
                         self.send(&reply, &peer, &mut quiet).await;
                     }
                 }
@@ -99,7 +104,9 @@ impl<L: Link> Server<L> {
                     self.metrics.datagram(&buf[..len]);
                     let routes = self.routes.borrow().clone();
                     let received_ms = now_ms();
-                    match self.exchange.on_datagram(&peer, &buf[..len], &routes, Instant::now(), received_ms) {
+                    let step = self.exchange.on_datagram(&peer, &buf[..len], &routes, Instant::now(), received_ms);
+                    self.record_sightings();
+                    match step {
                         Step::Reply(bytes) => self.send(&bytes, &peer, &mut quiet).await,
                         Step::Store { ticket, messages } => {
                             let topic = messages.first().map_or("", |m| m.topic.as_str());
@@ -132,6 +139,20 @@ impl<L: Link> Server<L> {
                     }
                 }
             }
+        }
+    }
+
+    /// Hands what devices did to the shared device table (one short lock,
+    /// only when there is something to record).
+    fn record_sightings(&mut self) {
+        let mut sightings = self.exchange.take_sightings().peekable();
+        if sightings.peek().is_none() {
+            return;
+        }
+        let now = now_ms();
+        let mut table = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        for sighting in sightings {
+            table.record(&sighting, now);
         }
     }
 

@@ -1,6 +1,7 @@
 //! Requests and their answers: routing, methods, options, the store's outcome.
 
 use super::*;
+use crate::devices::{Event, Sighting};
 
 #[test]
 fn confirmable_post_on_a_route_is_handed_to_the_store() {
@@ -349,4 +350,48 @@ fn a_message_whose_mqtt_packet_would_not_fit_is_4_13_with_the_room_left() {
     let answer = expect_reply(h.send(&Request::post(11).payload(&[7; 869]).bytes()));
     assert_ack(&answer, "4.13", 11);
     assert_eq!(answer.uint_option(60), Some(868));
+}
+
+#[test]
+fn sightings_name_the_device_by_capture_or_identity_or_address_once_decided() {
+    let mut h = Harness::new();
+    // Stored: the sighting waits for the store's outcome.
+    let (ticket, _) = expect_store(h.send(&Request::post(0x2000).payload(b"21.5").bytes()));
+    assert_eq!(h.exchange.take_sightings().count(), 0, "not stored yet");
+    h.stored(ticket, StoreOutcome::Stored);
+    let stored: Vec<Sighting> = h.exchange.take_sightings().collect();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].name(), "d7");
+    assert_eq!(
+        stored[0].event,
+        Event::Stored {
+            messages: 1,
+            bytes: 4
+        }
+    );
+    // Refused by access control: not under the name it claimed (anyone
+    // could claim it), under its address.
+    h.send(&Request::post(0x2001).path("private/d9").bytes());
+    // Refused before any route: the address.
+    h.send(&Request::post(0x2002).path("nowhere").bytes());
+    // An identity names the device whatever the route.
+    let dtls = peer_with_identity(40_001, "sensor-01");
+    h.send_from(
+        &dtls,
+        &Request::post(0x2003).path("nowhere").bytes(),
+        Duration::ZERO,
+    );
+    let refused: Vec<(String, Event)> = h
+        .exchange
+        .take_sightings()
+        .map(|s| (s.name(), s.event))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (h.peer.addr.to_string(), Event::Refused { code: (4, 3) }),
+            (h.peer.addr.to_string(), Event::Refused { code: (4, 4) }),
+            ("sensor-01".to_string(), Event::Refused { code: (4, 4) }),
+        ]
+    );
 }

@@ -161,5 +161,9 @@ fn exchange_tickets_and_steps_can_move_between_tasks() {
     movable::<Exchange>();
     movable::<Ticket>();
     movable::<Step>();
-    assert!(std::mem::size_of::<Ticket>() <= 96, "a ticket stays small");
+    assert!(
+        std::mem::size_of::<Ticket>() <= 96,
+        "a ticket stays small: {}",
+        std::mem::size_of::<Ticket>()
+    );
 }

@@ -48,6 +48,7 @@ struct Rig {
     store: mpsc::Receiver<Command<Ticket>>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
+    devices: SharedDevices,
 }
 
 impl Rig {
@@ -58,8 +59,8 @@ impl Rig {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let post = [Method::Post];
         let route = Route::new(&RouteSpec {
-            resource: "s/{d}",
-            topic: "t/{d}",
+            resource: "s/{device}",
+            topic: "t/{device}",
             payload: crate::route::Payload::Raw,
             split: false,
             methods: &post,
@@ -70,6 +71,7 @@ impl Rig {
             expiry_s: None,
         })
         .expect("route");
+        let devices = crate::devices::shared(16);
         let (_routes_tx, routes) = watch::channel(Arc::new(Router::new("gw", vec![route])));
         let server = Server {
             link: MemoryLink { inbound, outbound },
@@ -77,6 +79,7 @@ impl Rig {
             routes,
             store: store_tx,
             metrics: TransportMetrics::detached("udp"),
+            devices: devices.clone(),
         };
         // The routes sender may go: the receiver keeps the last value.
         let server = tokio::spawn(server.serve(shutdown_rx));
@@ -90,6 +93,7 @@ impl Rig {
             store,
             shutdown,
             server,
+            devices,
         }
     }
 
@@ -179,6 +183,31 @@ async fn a_full_store_gets_5_03_and_nothing_else() {
         header(&rig.next_answer().await),
         (ACK, SERVICE_UNAVAILABLE, 8)
     );
+}
+
+#[tokio::test]
+async fn the_device_table_learns_what_was_stored_and_refused_once_the_store_answers() {
+    let mut rig = Rig::start();
+    rig.send(con_post(9, b"21.5"));
+    let command = rig.next_command().await;
+    assert!(
+        rig.devices.lock().expect("lock").is_empty(),
+        "nothing is stored yet"
+    );
+    answer(command, AppendOutcome::Stored);
+    rig.next_answer().await;
+    rig.send(con_post(10, b"x"));
+    answer(rig.next_command().await, AppendOutcome::Full);
+    rig.next_answer().await;
+    let list = rig.devices.lock().expect("lock").list();
+    assert_eq!(list.len(), 1, "{list:?}");
+    let d1 = &list[0];
+    assert_eq!(
+        (d1.name.as_str(), d1.messages_stored, d1.bytes_stored),
+        ("d1", 1, 4)
+    );
+    assert_eq!(d1.last_address, rig.device.addr);
+    assert_eq!(d1.refusals.get("5.03"), Some(&1));
 }
 
 #[tokio::test]
