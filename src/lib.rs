@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod clock;
 pub mod coap;
+pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod devices;
