@@ -9,8 +9,9 @@
 //! CoAP is served from the first moment whatever the broker does: the uplink
 //! connects in the background, and a large queue on disk is read lazily.
 
-use crate::coap::exchange::{Exchange, ExchangeConfig, Ticket};
+use crate::coap::exchange::{Exchange, ExchangeConfig};
 use crate::coap::recall::Recall;
+use crate::command;
 use crate::config::exposure::PlainCoap;
 use crate::config::Config;
 use crate::metrics::{Metrics, Thresholds};
@@ -20,7 +21,7 @@ use crate::store::{self, Limits, Queue, StoreHandle};
 use crate::transport::dtls::Dtls;
 use crate::transport::server::Server;
 use crate::transport::udp::UdpLink;
-use crate::transport::Link;
+use crate::transport::{Link, Receipt};
 use crate::uplink::{self, tls, Uplink};
 use anyhow::Context;
 use std::net::Ipv6Addr;
@@ -60,7 +61,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             );
         }
     }
-    let (store, committer) = store::spawn_committer::<Ticket>(
+    let (store, committer) = store::spawn_committer::<Receipt>(
         queue.clone(),
         config.store.commit_max_batch,
         STORE_CHANNEL,
@@ -86,11 +87,42 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (routes_tx, routes) = watch::channel(Arc::new(config.router()));
     let (shutdown_tx, shutdown) = watch::channel(false);
 
+    // Commands to devices, when there are command tables: the mailbox is
+    // rebuilt from its journal before any device can ask.
+    let (results_tx, results_rx) = tokio::sync::mpsc::unbounded_channel();
+    let commands = match config.commands.tables.is_empty() {
+        true => None,
+        false => {
+            let journal = std::path::Path::new(&config.store.path).join("commands.log");
+            let service = command::service::Service::open(
+                command::service::Settings {
+                    tables: config.commands.tables.clone(),
+                    gateway: config.gateway.id.clone(),
+                    limits: config.commands.limits,
+                    max_payload: config.commands.max_payload,
+                },
+                &journal,
+                results_tx,
+            )
+            .with_context(|| format!("commands: cannot open the journal {}", journal.display()))?;
+            Some(Arc::new(service))
+        }
+    };
+    if let Some(service) = &commands {
+        metrics.set_commands(service.clone());
+        log::info!(
+            "commands: subscribing to {} (devices GET {}?device=NAME, or over DTLS as their identity)",
+            service.filters().join(", "),
+            config.commands.path
+        );
+    }
+
     // One CoAP server (and so one exchange) per socket, whatever the transport.
     let devices = crate::devices::shared(config.admin.max_devices);
     metrics.set_devices(devices.clone());
     let listeners = Listeners {
         devices,
+        commands: commands.clone(),
         exchange: exchange_config(&config),
         recalled,
         metrics: metrics.clone(),
@@ -135,7 +167,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         settings.client_id
     );
     let broker = settings.urls();
-    let uplink = Uplink::new(settings, queue.clone(), store.clone());
+    let mut uplink = Uplink::new(settings, queue.clone(), store.clone());
+    if let Some(service) = commands {
+        let link = command::runtime::spawn(service, results_rx, store.clone(), shutdown.clone());
+        uplink = uplink.with_commands(link);
+    }
     metrics.set_uplink(uplink.stats(), broker);
     let uplink_task = tokio::spawn(uplink.run(shutdown.clone()));
     drop(store);
@@ -176,12 +212,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// store and the shutdown signal.
 struct Listeners {
     exchange: ExchangeConfig,
+    commands: Option<Arc<command::service::Service>>,
     devices: crate::devices::SharedDevices,
     /// Requests stored before this start, for deduplication.
     recalled: Vec<(Recall, Duration)>,
     metrics: Arc<Metrics>,
     routes: watch::Receiver<Arc<Router>>,
-    store: StoreHandle<Ticket>,
+    store: StoreHandle<Receipt>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -198,6 +235,7 @@ impl Listeners {
             routes: self.routes.clone(),
             store: self.store.clone(),
             devices: self.devices.clone(),
+            commands: self.commands.clone(),
         };
         tokio::spawn(server.serve(self.shutdown.clone()))
     }
@@ -232,6 +270,7 @@ fn exchange_config(config: &Config) -> ExchangeConfig {
         block_lifetime: Duration::from_secs(config.coap.block_lifetime_s),
         full_retry_after_s: config.coap.full_retry_after_s,
         max_packet_size: config.mqtt.max_packet_size,
+        mailbox: (!config.commands.tables.is_empty()).then(|| config.commands.path.clone()),
     }
 }
 
@@ -281,6 +320,12 @@ fn uplink_settings(config: &Config) -> anyhow::Result<uplink::Settings> {
         connect_timeout: Duration::from_secs(5),
         max_packet_size: mqtt.max_packet_size,
         max_attempts: mqtt.max_attempts,
+        subscriptions: config
+            .commands
+            .tables
+            .iter()
+            .map(|t| t.filter.clone())
+            .collect(),
     })
 }
 

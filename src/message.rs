@@ -59,4 +59,7 @@ pub struct Meta {
     /// The payload is the gateway's JSON translation of what the device
     /// sent (`payload = "json"`); `content_format` stays the device's.
     pub translated: bool,
+    /// MQTT 5 Correlation Data to publish with (a command's result echoes
+    /// the command's).
+    pub correlation: Option<Vec<u8>>,
 }

@@ -39,6 +39,7 @@ pub fn reread(running: &Config) -> Result<Reload, ConfigErrors> {
     differs(new.mqtt != running.mqtt, "mqtt");
     differs(new.store != running.store, "store");
     differs(new.admin != running.admin, "admin");
+    differs(new.commands != running.commands, "commands");
     let mut config = running.clone();
     let routes_changed = new.routes != running.routes;
     let log_level_changed = new.log.level != running.log.level;

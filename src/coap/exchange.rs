@@ -25,6 +25,7 @@
 use super::block::{Assemblies, AssemblyKey, BlockOption, BlockProgress};
 pub use super::counters::ExchangeCounters;
 use super::dedup::{DedupKey, DedupTable, Lifetime, Remembered, Reply, ReplyOption, Stamp};
+use super::mailbox::{self, Carried, MailboxAnswer, MailboxRequest};
 use super::recall::Recall;
 use super::request::{self, NoResponse, RequestOptions};
 use super::wire::{
@@ -61,6 +62,9 @@ pub struct ExchangeConfig {
     /// would not fit is refused with 4.13 now rather than acknowledged and
     /// then dead-lettered by the uplink.
     pub max_packet_size: usize,
+    /// The command mailbox's resource (`commands.path`, "cmd"), when there
+    /// are command tables; see `mailbox.rs`.
+    pub mailbox: Option<String>,
 }
 
 impl Default for ExchangeConfig {
@@ -72,6 +76,7 @@ impl Default for ExchangeConfig {
             block_lifetime: Duration::from_secs(120),
             full_retry_after_s: 30,
             max_packet_size: 262_144,
+            mailbox: None,
         }
     }
 }
@@ -95,8 +100,27 @@ pub enum Step {
         ticket: Ticket,
         messages: Vec<Message>,
     },
+    /// Ask the command mailbox, then call [`Exchange::on_mailbox`] with
+    /// the ticket and its answer.
+    Mailbox {
+        ticket: MailboxTicket,
+        request: MailboxRequest,
+    },
     /// Nothing to send; why, for metrics and rate-limited logs.
     Ignore(Ignored),
+}
+
+/// What [`Exchange::on_mailbox`] needs to answer a mailbox request.
+#[derive(Debug)]
+pub struct MailboxTicket {
+    peer: Peer,
+    origin: Origin,
+}
+
+impl MailboxTicket {
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
 }
 
 /// The store's answer for one message.
@@ -183,6 +207,20 @@ impl Ticket {
         &self.peer
     }
 
+    /// The device's name for its mailbox: its identity, else the route's
+    /// `{device}` capture.
+    pub fn device(&self) -> Option<&str> {
+        self.peer
+            .identity
+            .as_deref()
+            .or(self.seen.device.as_deref())
+    }
+
+    /// A block-wise upload's answer carries Block1 and no command.
+    pub fn can_carry(&self) -> bool {
+        self.block1.is_none()
+    }
+
     /// The request's Message ID, for logs.
     pub fn message_id(&self) -> u16 {
         self.origin.message_id
@@ -242,6 +280,7 @@ enum Decision {
     },
     /// Non-confirmable with an unrecognized critical option: no answer.
     Reject,
+    Mailbox(MailboxRequest),
 }
 
 /// The CoAP state of one listening socket, owned by one task.
@@ -386,6 +425,19 @@ impl Exchange {
         outcome: StoreOutcome,
         now: Instant,
     ) -> Option<Vec<u8>> {
+        self.on_stored_carrying(ticket, outcome, now, None)
+    }
+
+    /// [`Exchange::on_stored`], with a command riding on the 2.04
+    /// (piggyback; see `mailbox.rs`). A retransmission of the request gets
+    /// the plain 2.04: the command stays pending and comes again.
+    pub fn on_stored_carrying(
+        &mut self,
+        ticket: Ticket,
+        outcome: StoreOutcome,
+        now: Instant,
+        carried: Option<Carried>,
+    ) -> Option<Vec<u8>> {
         self.dedup.purge(now);
         let answer = match outcome {
             StoreOutcome::Stored => {
@@ -425,7 +477,12 @@ impl Exchange {
             },
         };
         self.sighted(&ticket.peer, ticket.seen.device, event);
-        let bytes = self.address(&ticket.origin, &answer);
+        let bytes = match carried {
+            Some(carried) if outcome == StoreOutcome::Stored && ticket.block1.is_none() => {
+                self.address_carrying(&ticket.origin, answer.code, &carried)
+            }
+            _ => self.address(&ticket.origin, &answer),
+        };
         let key = DedupKey {
             peer: ticket.peer,
             message_id: ticket.origin.message_id,
@@ -434,6 +491,49 @@ impl Exchange {
             .answer(&key, ticket.stamp, remembered(&ticket.origin, &answer));
         self.sync_table_counters();
         bytes
+    }
+
+    /// The mailbox's answer to a request handed out in [`Step::Mailbox`].
+    pub fn on_mailbox(&mut self, ticket: MailboxTicket, answer: MailboxAnswer) -> Option<Vec<u8>> {
+        let code = match answer {
+            MailboxAnswer::Command(carried) => {
+                return self.address_carrying(&ticket.origin, Code::CONTENT, &carried)
+            }
+            MailboxAnswer::Recorded => Code::CHANGED,
+            MailboxAnswer::Empty | MailboxAnswer::Unknown => Code::NOT_FOUND,
+            MailboxAnswer::Forbidden => Code::FORBIDDEN,
+            MailboxAnswer::Failed => Code::INTERNAL_SERVER_ERROR,
+        };
+        self.address(&ticket.origin, &Answer::new(code))
+    }
+
+    /// An answer carrying a command: its body, Location-Path and
+    /// Location-Query.
+    fn address_carrying(
+        &mut self,
+        origin: &Origin,
+        code: Code,
+        carried: &Carried,
+    ) -> Option<Vec<u8>> {
+        if origin.no_response.suppresses(code) {
+            return self.address(origin, &Answer::new(code));
+        }
+        self.counters.responses_2xx += 1;
+        let (message_type, message_id) = match origin.confirmable {
+            true => (MessageType::Acknowledgement, origin.message_id),
+            false => (MessageType::NonConfirmable, self.take_message_id()),
+        };
+        let head = Response {
+            message_type,
+            code,
+            message_id,
+            token: origin.token,
+            options: ResponseOptions::default(),
+        };
+        let path = self.config.mailbox.as_deref().unwrap_or("cmd");
+        let options = mailbox::location(path, carried);
+        let options: Vec<(u16, &[u8])> = options.iter().map(|(n, v)| (*n, &v[..])).collect();
+        Some(wire::response_with_body(&head, &options, &carried.payload))
     }
 
     fn receive(
@@ -579,6 +679,15 @@ impl Exchange {
                 self.dedup.remember(key, Remembered::Seen, lifetime, now);
                 Step::Ignore(Ignored::BadOption)
             }
+            // Not remembered: mailbox requests are idempotent and answered
+            // afresh (see mailbox.rs).
+            Decision::Mailbox(request) => Step::Mailbox {
+                ticket: MailboxTicket {
+                    peer: peer.clone(),
+                    origin,
+                },
+                request,
+            },
         }
     }
 
@@ -618,6 +727,19 @@ impl Exchange {
             self.counters.bad_requests += 1;
             return Decision::Answer(Answer::new(Code::BAD_REQUEST));
         };
+        if let Some(mailbox) = self.config.mailbox.as_deref() {
+            if path.first() == Some(&mailbox) {
+                return match mailbox::read(peer, method, &path, &options.uri_query, message.payload)
+                {
+                    Ok(request) => Decision::Mailbox(request),
+                    Err((code, why)) => {
+                        let mut answer = Answer::new(code);
+                        answer.diagnostic = Some(why.into());
+                        Decision::Answer(answer)
+                    }
+                };
+            }
+        }
         // A Block1 longer than 3 bytes was refused above as a bad option.
         let block1 = match options.block1.map(BlockOption::decode).transpose() {
             Ok(block1) => block1,
@@ -688,6 +810,7 @@ impl Exchange {
             content_format: options.content_format,
             expiry_s: resolved.expiry_s,
             translated,
+            correlation: None,
         };
         let mut messages = Vec::with_capacity(bodies.len());
         for body in bodies {

@@ -44,6 +44,7 @@ pub mod block;
 pub mod counters;
 pub mod dedup;
 pub mod exchange;
+pub mod mailbox;
 pub mod recall;
 pub mod request;
 pub mod wire;

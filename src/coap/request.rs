@@ -76,6 +76,8 @@ pub struct RequestOptions<'a> {
     /// The body size a block-wise upload announces (RFC 7959 §4).
     pub size1: Option<u32>,
     pub no_response: NoResponse,
+    /// The Uri-Query items, still bytes.
+    pub uri_query: Vec<&'a [u8]>,
     /// Content-Format (RFC 7252 §5.10.3), when present and well-formed.
     pub content_format: Option<u16>,
     /// The first critical option that makes the request unprocessable: 4.02.
@@ -103,7 +105,10 @@ pub fn read_options<'a>(message: &CoapMessage<'a>) -> RequestOptions<'a> {
                 read.uri_path.push(value);
                 len <= 255
             }
-            option::URI_QUERY => len <= 255,
+            option::URI_QUERY => {
+                read.uri_query.push(value);
+                len <= 255
+            }
             option::CONTENT_FORMAT => {
                 // Elective: a bad one is ignored, not refused.
                 if !repeated && len <= 2 {

@@ -37,11 +37,13 @@ pub mod option {
     pub const URI_HOST: u16 = 3;
     pub const IF_NONE_MATCH: u16 = 5;
     pub const URI_PORT: u16 = 7;
+    pub const LOCATION_PATH: u16 = 8;
     pub const URI_PATH: u16 = 11;
     pub const CONTENT_FORMAT: u16 = 12;
     pub const MAX_AGE: u16 = 14;
     pub const URI_QUERY: u16 = 15;
     pub const ACCEPT: u16 = 17;
+    pub const LOCATION_QUERY: u16 = 20;
     pub const BLOCK2: u16 = 23;
     pub const BLOCK1: u16 = 27;
     pub const PROXY_URI: u16 = 35;
@@ -92,6 +94,7 @@ pub struct Code(u8);
 impl Code {
     pub const EMPTY: Code = Code::new(0, 0);
     pub const CHANGED: Code = Code::new(2, 4);
+    pub const CONTENT: Code = Code::new(2, 5);
     pub const CONTINUE: Code = Code::new(2, 31);
     pub const BAD_REQUEST: Code = Code::new(4, 0);
     pub const BAD_OPTION: Code = Code::new(4, 2);
@@ -396,6 +399,18 @@ pub struct Response {
 }
 
 impl Response {
+    /// The number of the last option [`Response::encode`] writes (0: none).
+    fn last_option(&self) -> u16 {
+        [
+            (option::SIZE1, self.options.size1),
+            (option::BLOCK1, self.options.block1),
+            (option::MAX_AGE, self.options.max_age),
+        ]
+        .iter()
+        .find(|(_, v)| v.is_some())
+        .map_or(0, |(n, _)| *n)
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(MAX_RESPONSE_LEN);
         let token = self.token.as_bytes();
@@ -418,6 +433,41 @@ impl Response {
             }
         }
         out
+    }
+}
+
+/// A response with any options and a payload: the mailbox's answers, which
+/// carry a command (Location-Path, Location-Query, its body). `options`
+/// must be in option-number order; values of any length.
+pub fn response_with_body(head: &Response, options: &[(u16, &[u8])], payload: &[u8]) -> Vec<u8> {
+    let mut out = head.encode();
+    let mut previous = head.last_option();
+    for (number, value) in options {
+        let delta = number.saturating_sub(previous);
+        let (delta_nibble, delta_ext) = extended(delta as usize);
+        let (len_nibble, len_ext) = extended(value.len());
+        out.push((delta_nibble << 4) | len_nibble);
+        out.extend_from_slice(&delta_ext);
+        out.extend_from_slice(&len_ext);
+        out.extend_from_slice(value);
+        previous = *number;
+    }
+    if !payload.is_empty() {
+        out.push(PAYLOAD_MARKER);
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// An option delta or length: its nibble and extended bytes (RFC 7252 §3.1).
+fn extended(n: usize) -> (u8, Vec<u8>) {
+    match n {
+        0..=12 => (n as u8, Vec::new()),
+        13..=268 => (13, vec![(n - 13) as u8]),
+        _ => (
+            14,
+            ((n.min(65_535 + 269) - 269) as u16).to_be_bytes().to_vec(),
+        ),
     }
 }
 

@@ -28,6 +28,7 @@
 pub mod journal;
 pub mod mailbox;
 pub mod outcome;
+pub mod runtime;
 pub mod service;
 pub mod table;
 

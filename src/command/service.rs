@@ -41,6 +41,9 @@ pub struct Incoming {
     pub response_topic: Option<String>,
     /// MQTT 5 Correlation Data, echoed in results.
     pub correlation: Option<Vec<u8>>,
+    /// The DUP flag: the broker sends it again because our PUBACK did not
+    /// reach it (we stopped between journaling it and acking it).
+    pub redelivered: bool,
 }
 
 /// What became of an incoming PUBLISH; in every case the broker gets its
@@ -51,6 +54,9 @@ pub enum Intake {
     Rejected(String),
     /// No table takes the topic.
     NoTable,
+    /// A redelivery (DUP) of a command still pending: acked, not queued
+    /// again.
+    Repeat(u64),
 }
 
 /// A result for the broker: the main queue takes it.
@@ -226,6 +232,22 @@ impl Service {
             false => asked.or(table_topic),
         };
         let mut state = self.state();
+        if incoming.redelivered {
+            let same = state.mailbox.iter().find(|c| {
+                c.device == addressed.device
+                    && c.resource == addressed.resource
+                    && c.payload == incoming.payload
+                    && c.correlation == incoming.correlation
+            });
+            if let Some(same) = same {
+                log::info!(
+                    "commands: the broker sent command {} for {} again (DUP); it is pending already",
+                    same.id,
+                    same.device
+                );
+                return Ok(Intake::Repeat(same.id));
+            }
+        }
         let command = Command {
             id: state.journal.next_id(),
             device: addressed.device,
@@ -532,6 +554,28 @@ mod tests {
         drop(s);
         let (s, _) = service(dir.path(), Limits::default());
         assert_eq!(s.pending(), (1, Some(0)), "1 ended for good; 2 pending");
+    }
+
+    #[test]
+    fn a_redelivered_command_still_pending_is_not_queued_twice() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, _) = service(dir.path(), Limits::default());
+        assert_eq!(
+            s.intake(publish("cmd/gw/v1/x", b"1"), 0).expect("io"),
+            Intake::Queued(1)
+        );
+        let mut again = publish("cmd/gw/v1/x", b"1");
+        again.redelivered = true;
+        assert_eq!(s.intake(again.clone(), 0).expect("io"), Intake::Repeat(1));
+        // Without DUP, the same command twice is two commands.
+        assert_eq!(
+            s.intake(publish("cmd/gw/v1/x", b"1"), 0).expect("io"),
+            Intake::Queued(2)
+        );
+        s.report(V1, 1, "2.04", vec![]);
+        s.report(V1, 2, "2.04", vec![]);
+        // Done already: a late redelivery is a new command (at least once).
+        assert_eq!(s.intake(again, 0).expect("io"), Intake::Queued(3));
     }
 
     #[test]

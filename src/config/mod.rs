@@ -22,6 +22,7 @@
 //! (`document.rs`), then read section by section (`sections.rs`, `routes.rs`).
 //! `exposure.rs` judges who can reach plain CoAP, for the start-up log.
 
+pub mod commands;
 mod document;
 mod dtls;
 pub mod exposure;
@@ -54,6 +55,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The `[[route]]` tables in file order, checked but not compiled.
     pub routes: Vec<RouteConfig>,
+    /// `[commands]` and the `[[command]]` tables.
+    pub commands: commands::CommandsConfig,
     /// The file this came from, as given.
     pub source: PathBuf,
 }

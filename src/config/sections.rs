@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 const ROOT_KEYS: &[&str] = &[
-    "gateway", "coap", "dtls", "mqtt", "store", "log", "admin", "route",
+    "gateway", "coap", "dtls", "mqtt", "store", "log", "admin", "route", "commands", "command",
 ];
 const GATEWAY_KEYS: &[&str] = &["id"];
 const COAP_KEYS: &[&str] = &[
@@ -79,6 +79,12 @@ pub(super) fn read(root: &Node, r: &mut Report, source: PathBuf) -> Config {
     let log = log(&doc.table("log", LOG_KEYS, r), r);
     let admin = admin(&doc.table("admin", ADMIN_KEYS, r), r);
     let routes = routes::read(&doc, r);
+    let commands = super::commands::read(
+        &doc.table("commands", super::commands::COMMANDS_KEYS, r),
+        &doc,
+        &gateway.id,
+        r,
+    );
 
     if coap.max_payload > mqtt.max_packet_size {
         let span = coap_table
@@ -117,6 +123,7 @@ pub(super) fn read(root: &Node, r: &mut Report, source: PathBuf) -> Config {
         log,
         admin,
         routes,
+        commands,
         source,
     }
 }

@@ -45,6 +45,8 @@ pub struct Metrics {
     uplink: OnceLock<UplinkFigures>,
     /// The devices heard from (see [`crate::devices`]).
     devices: OnceLock<crate::devices::SharedDevices>,
+    /// The command mailboxes, when there are command tables.
+    commands: OnceLock<Arc<crate::command::service::Service>>,
     /// How many commands wait for the committer; `None` once it is gone.
     store_pending: Box<dyn Fn() -> Option<usize> + Send + Sync>,
     health: health::Monitor,
@@ -72,6 +74,7 @@ impl Metrics {
             transports: Mutex::new(Vec::new()),
             uplink: OnceLock::new(),
             devices: OnceLock::new(),
+            commands: OnceLock::new(),
             store_pending: Box::new(store_pending),
             health: health::Monitor::new(thresholds, started_ms),
             registry: openmetrics::registry(me.clone()),
@@ -96,6 +99,16 @@ impl Metrics {
     /// Registers the device table; once.
     pub fn set_devices(&self, devices: crate::devices::SharedDevices) {
         let _ = self.devices.set(devices);
+    }
+
+    /// Registers the command service; once.
+    pub fn set_commands(&self, service: Arc<crate::command::service::Service>) {
+        let _ = self.commands.set(service);
+    }
+
+    /// The command service, when there are command tables.
+    pub fn commands(&self) -> Option<&Arc<crate::command::service::Service>> {
+        self.commands.get()
     }
 
     /// The device table, once registered.

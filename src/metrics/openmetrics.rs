@@ -58,8 +58,53 @@ impl Collector for Figures {
         transports(&mut e, &m.transports())?;
         queue(&mut e, &m)?;
         uplink(&mut e, &m)?;
-        devices(&mut e, &m)
+        devices(&mut e, &m)?;
+        commands(&mut e, &m)
     }
+}
+
+/// The command mailboxes (only with command tables).
+fn commands(e: &mut DescriptorEncoder, m: &Metrics) -> fmt::Result {
+    let Some(service) = m.commands() else {
+        return Ok(());
+    };
+    let (pending, oldest) = service.pending();
+    gauge(
+        e,
+        "commands_pending",
+        None,
+        "Commands waiting in device mailboxes.",
+        pending as u64,
+    )?;
+    let age = oldest.map_or(0.0, |t| {
+        crate::clock::now_ms().saturating_sub(t) as f64 / 1000.0
+    });
+    gauge(
+        e,
+        "commands_oldest_age",
+        Some(&Unit::Seconds),
+        "Age of the oldest pending command (0 when none).",
+        age,
+    )?;
+    let c = &service.counters;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    counters(
+        e,
+        "commands",
+        "Commands by what became of them: queued (journaled, acknowledged to the broker), \
+         delivered (handed to a device, repeats included), done, failed (the device said so), \
+         expired, rejected (caps, size), unmatched (no table takes the topic).",
+        [
+            ("queued", load(&c.queued)),
+            ("delivered", load(&c.delivered)),
+            ("done", load(&c.done)),
+            ("failed", load(&c.failed)),
+            ("expired", load(&c.expired)),
+            ("rejected", load(&c.rejected)),
+            ("unmatched", load(&c.unmatched)),
+        ]
+        .map(|(outcome, n)| ([("outcome", outcome)], n)),
+    )
 }
 
 /// Aggregates of the device table only: per-device figures would make one

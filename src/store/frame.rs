@@ -211,6 +211,8 @@ const TAG_CONTENT_FORMAT: u8 = 3;
 const TAG_EXPIRY: u8 = 4;
 /// Present (empty) when the payload is the gateway's JSON translation.
 const TAG_TRANSLATED: u8 = 5;
+/// MQTT 5 Correlation Data, raw bytes.
+const TAG_CORRELATION: u8 = 6;
 
 fn encode_meta(meta: &Meta) -> Vec<u8> {
     let mut out = Vec::new();
@@ -232,6 +234,9 @@ fn encode_meta(meta: &Meta) -> Vec<u8> {
     }
     if meta.translated {
         put(TAG_TRANSLATED, &[]);
+    }
+    if let Some(correlation) = &meta.correlation {
+        put(TAG_CORRELATION, correlation);
     }
     out
 }
@@ -260,6 +265,7 @@ fn decode_meta(bytes: &[u8]) -> Result<Meta, FrameError> {
                 meta.expiry_s = Some(u32::from_be_bytes(v));
             }
             TAG_TRANSLATED => meta.translated = true,
+            TAG_CORRELATION => meta.correlation = Some(value.to_vec()),
             _ => {}
         }
     }
@@ -562,6 +568,7 @@ mod tests {
             content_format: Some(112),
             expiry_s: Some(3600),
             translated: true,
+            correlation: Some(vec![0, 0xff, 7]),
         };
         messages[2].message.meta.content_format = Some(0);
         messages[3].message.meta.translated = true;

@@ -16,6 +16,14 @@ use std::future::Future;
 use std::io;
 use std::time::Instant;
 
+/// What the store hands back with the outcome of an append: a device's
+/// request to answer, or a command's result, which nobody waits for.
+#[derive(Debug)]
+pub enum Receipt {
+    Request(crate::coap::exchange::Ticket),
+    CommandResult,
+}
+
 /// Where a [`server::Server`] gets its datagrams and sends its answers.
 ///
 /// The server owns its link and drives it from its one task: a link may

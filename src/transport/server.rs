@@ -12,9 +12,11 @@
 //! stops reading its link; the kernel's receive buffer (then the devices'
 //! retransmissions) absorb the burst. Nothing is answered that is not stored.
 
-use super::Link;
+use super::{Link, Receipt};
 use crate::clock::now_ms;
-use crate::coap::exchange::{Exchange, Peer, Step, StoreOutcome, Ticket};
+use crate::coap::exchange::{Exchange, MailboxTicket, Peer, Step, StoreOutcome};
+use crate::coap::mailbox::{Carried, MailboxAnswer, MailboxRequest};
+use crate::command::service::{Asker, Poll, Report, Service};
 use crate::devices::SharedDevices;
 use crate::logging::RateLimited;
 use crate::metrics::{TransportMetrics, PUBLISH_EVERY};
@@ -31,20 +33,24 @@ pub struct Server<L> {
     pub link: L,
     pub exchange: Exchange,
     pub routes: watch::Receiver<Arc<Router>>,
-    pub store: StoreHandle<Ticket>,
+    pub store: StoreHandle<Receipt>,
     /// This listener's counters, published for /metrics at most every
     /// [`PUBLISH_EVERY`]: no lock per datagram.
     pub metrics: TransportMetrics,
     /// Where what devices did is recorded (shared by all listeners).
     pub devices: SharedDevices,
+    /// The command mailboxes, when there are command tables.
+    pub commands: Option<Arc<Service>>,
 }
 
 impl<L: Link> Server<L> {
     /// Serves until `shutdown`; then stops reading, answers every message
     /// already handed to the store, and returns.
     pub async fn serve(mut self, mut shutdown: watch::Receiver<bool>) {
-        let (committed_tx, mut committed) = mpsc::unbounded_channel::<(Ticket, AppendOutcome)>();
+        let (committed_tx, mut committed) = mpsc::unbounded_channel::<(Receipt, AppendOutcome)>();
         let mut buf = vec![0u8; MAX_DATAGRAM];
+        let (reported_tx, mut reported) =
+            mpsc::unbounded_channel::<(MailboxTicket, MailboxAnswer)>();
         let mut awaiting_store = 0usize;
         let mut stopping = false;
         let mut quiet = RateLimited::new(Duration::from_secs(10));
@@ -65,12 +71,28 @@ impl<L: Link> Server<L> {
             }
             tokio::select! {
                 biased;
-                Some((ticket, outcome)) = committed.recv() => {
+                Some((receipt, outcome)) = committed.recv() => {
                     awaiting_store -= 1;
+                    let Receipt::Request(ticket) = receipt else { continue };
                     let peer = ticket.peer().clone();
-                    let reply = self.exchange.on_stored(ticket, store_outcome(outcome), Instant::now());
+                    let outcome = store_outcome(outcome);
+                    let carried = match (&self.commands, ticket.device()) {
+                        (Some(service), Some(device)) if outcome == StoreOutcome::Stored && ticket.can_carry() => {
+                            let asker = Asker { device, identity: peer.identity.as_deref() };
+                            service.piggyback(asker, now_ms()).map(|h| Carried { id: h.id, resource: h.resource, payload: h.payload })
+                        }
+                        _ => None,
+                    };
+                    let reply = self.exchange.on_stored_carrying(ticket, outcome, Instant::now(), carried);
                     self.record_sightings();
                     if let Some(reply) = reply {
+                        self.send(&reply, &peer, &mut quiet).await;
+                    }
+                }
+                Some((ticket, answer)) = reported.recv() => {
+                    awaiting_store -= 1;
+                    let peer = ticket.peer().clone();
+                    if let Some(reply) = self.exchange.on_mailbox(ticket, answer) {
                         self.send(&reply, &peer, &mut quiet).await;
                     }
                 }
@@ -115,7 +137,7 @@ impl<L: Link> Server<L> {
                                 messages,
                                 received_ms,
                                 recall: ticket.recall().encode(),
-                                receipt: ticket,
+                                receipt: Receipt::Request(ticket),
                                 reply: committed_tx.clone(),
                             };
                             if self.store.send(command).await.is_err() {
@@ -124,6 +146,43 @@ impl<L: Link> Server<L> {
                                 continue;
                             }
                             awaiting_store += 1;
+                        }
+                        Step::Mailbox { ticket, request } => {
+                            let Some(service) = self.commands.clone() else {
+                                if let Some(reply) = self.exchange.on_mailbox(ticket, MailboxAnswer::Unknown) {
+                                    self.send(&reply, &peer, &mut quiet).await;
+                                }
+                                continue;
+                            };
+                            match request {
+                                MailboxRequest::Poll { device } => {
+                                    let asker = Asker { device: &device, identity: peer.identity.as_deref() };
+                                    let answer = match service.poll(asker, now_ms()) {
+                                        Poll::Command(h) => MailboxAnswer::Command(Carried { id: h.id, resource: h.resource, payload: h.payload }),
+                                        Poll::Empty => MailboxAnswer::Empty,
+                                        Poll::Forbidden => MailboxAnswer::Forbidden,
+                                    };
+                                    if let Some(reply) = self.exchange.on_mailbox(ticket, answer) {
+                                        self.send(&reply, &peer, &mut quiet).await;
+                                    }
+                                }
+                                MailboxRequest::Report { device, id, code, payload } => {
+                                    // The journal's fsync: off the runtime's workers.
+                                    let identity = peer.identity.clone();
+                                    let reported_tx = reported_tx.clone();
+                                    awaiting_store += 1;
+                                    tokio::task::spawn_blocking(move || {
+                                        let asker = Asker { device: &device, identity: identity.as_deref() };
+                                        let answer = match service.report(asker, id, &code, payload) {
+                                            Report::Recorded => MailboxAnswer::Recorded,
+                                            Report::Unknown => MailboxAnswer::Unknown,
+                                            Report::Forbidden => MailboxAnswer::Forbidden,
+                                            Report::Failed => MailboxAnswer::Failed,
+                                        };
+                                        let _ = reported_tx.send((ticket, answer));
+                                    });
+                                }
+                            }
                         }
                         Step::Ignore(why) => {
                             self.metrics.dropped(why.reason());

@@ -47,7 +47,24 @@ pub enum Observed {
         reason: u8,
     },
     DisconnectWritten,
+    /// A PUBLISH from the broker (a command; see `crate::command`).
+    Incoming(Inbound),
     Other,
+}
+
+/// A PUBLISH the broker sent us, as the command intake needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub pkid: u16,
+    /// QoS 1: it waits for our PUBACK (manual acks).
+    pub qos1: bool,
+    /// The broker sends it again (a session resumed before our PUBACK).
+    pub dup: bool,
+    pub expiry_s: Option<u32>,
+    pub response_topic: Option<String>,
+    pub correlation: Option<Vec<u8>>,
 }
 
 /// Why a connection ended or could not be made.
@@ -112,6 +129,10 @@ impl Connection {
                     }
                     Err(e) => return Err(lost_v311(&e, false)),
                 }
+                for filter in &settings.subscriptions {
+                    // Queued in the client; written once the pump polls.
+                    let _ = client.try_subscribe(filter, rumqttc::QoS::AtLeastOnce);
+                }
                 let connection = Connection {
                     client: Client::V311(client),
                     events: EventPump::v311(events),
@@ -141,6 +162,9 @@ impl Connection {
                     }
                     Err(e) => return Err(lost_v5(&e, false)),
                 };
+                for filter in &settings.subscriptions {
+                    let _ = client.try_subscribe(filter, rumqttc::v5::mqttbytes::QoS::AtLeastOnce);
+                }
                 let connection = Connection {
                     client: Client::V5(client),
                     events: EventPump::v5(events),
@@ -181,6 +205,29 @@ impl Connection {
                         .try_publish(message.topic, qos, message.retain, message.payload)
                         .is_ok(),
                 }
+            }
+        }
+    }
+
+    /// The PUBACK of an incoming QoS 1 PUBLISH (manual acks: sent once
+    /// the command is journaled); false when the event loop is gone.
+    pub fn ack(&self, pkid: u16) -> bool {
+        match &self.client {
+            Client::V311(c) => {
+                let mut publish =
+                    rumqttc::Publish::new("", rumqttc::QoS::AtLeastOnce, Vec::<u8>::new());
+                publish.pkid = pkid;
+                c.try_ack(&publish).is_ok()
+            }
+            Client::V5(c) => {
+                let mut publish = rumqttc::v5::mqttbytes::v5::Publish::new(
+                    "",
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    Vec::<u8>::new(),
+                    None,
+                );
+                publish.pkid = pkid;
+                c.try_ack(&publish).is_ok()
             }
         }
     }
@@ -235,12 +282,15 @@ fn proxy(settings: &Settings) -> Option<rumqttc::Proxy> {
 fn options_v311(s: &Settings, endpoint: &Endpoint) -> rumqttc::MqttOptions {
     let mut o = rumqttc::MqttOptions::new(&s.client_id, broker_address(endpoint), endpoint.port);
     o.set_keep_alive(s.keep_alive.max(Duration::from_secs(1)))
-        .set_clean_session(true)
+        // With commands, a persistent session: the broker keeps the
+        // subscription and the commands published while we are away.
+        .set_clean_session(s.subscriptions.is_empty())
+        .set_manual_acks(!s.subscriptions.is_empty())
         .set_inflight(s.inflight.max(1))
         .set_request_channel_capacity(usize::from(s.inflight.max(1)) + 8)
         // Outgoing limit: ours, checked before publishing; incoming
-        // packets are only acks.
-        .set_max_packet_size(16 * 1024, s.max_packet_size.saturating_add(1024))
+        // packets are acks, and commands when there are command tables.
+        .set_max_packet_size(incoming_limit(s), s.max_packet_size.saturating_add(1024))
         .set_transport(transport(s, endpoint));
     if let Some(p) = proxy(s) {
         o.set_proxy(p);
@@ -264,15 +314,21 @@ fn options_v5(s: &Settings, endpoint: &Endpoint) -> rumqttc::v5::MqttOptions {
     let mut o =
         rumqttc::v5::MqttOptions::new(&s.client_id, broker_address(endpoint), endpoint.port);
     o.set_keep_alive(s.keep_alive.max(Duration::from_secs(1)))
-        .set_clean_start(true)
+        .set_clean_start(s.subscriptions.is_empty())
+        .set_manual_acks(!s.subscriptions.is_empty())
         // rumqttc keeps a slot per packet id up to this limit, allocated
         // up front: its default (65,535) cost 14 MB of RSS at rest.
         .set_outgoing_inflight_upper_limit(s.inflight.max(1))
         .set_request_channel_capacity(usize::from(s.inflight.max(1)) + 8)
         .set_connection_timeout(s.connect_timeout.as_secs().max(1))
-        // What we accept: acks are small.
-        .set_max_packet_size(Some(16 * 1024))
+        // What we accept: acks, and commands when there are tables.
+        .set_max_packet_size(Some(incoming_limit(s) as u32))
         .set_transport(transport(s, endpoint));
+    if !s.subscriptions.is_empty() {
+        // The session (subscription, commands published meanwhile)
+        // outlives a disconnection by a week.
+        o.set_session_expiry_interval(Some(SESSION_EXPIRY_S));
+    }
     if let Some(p) = proxy(s) {
         o.set_proxy(p);
     }
@@ -289,6 +345,18 @@ fn options_v5(s: &Settings, endpoint: &Endpoint) -> rumqttc::v5::MqttOptions {
         ));
     }
     o
+}
+
+/// How long the broker keeps our MQTT 5 session (and the commands
+/// published for us) while we are disconnected.
+const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
+
+/// The largest packet we accept: acks only, or commands too.
+fn incoming_limit(s: &Settings) -> usize {
+    match s.subscriptions.is_empty() {
+        true => 16 * 1024,
+        false => 128 * 1024,
+    }
 }
 
 /// Polls a connected event loop in a task of its own and hands its events
@@ -315,6 +383,18 @@ impl EventPump {
                         pkid: ack.pkid,
                         reason: 0,
                     },
+                    rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
+                        Observed::Incoming(Inbound {
+                            topic: p.topic,
+                            payload: p.payload.to_vec(),
+                            pkid: p.pkid,
+                            qos1: p.qos != rumqttc::QoS::AtMostOnce,
+                            dup: p.dup,
+                            expiry_s: None,
+                            response_topic: None,
+                            correlation: None,
+                        })
+                    }
                     _ => Observed::Other,
                 });
                 if tx.send(observed).await.is_err() || failed {
@@ -343,6 +423,19 @@ impl EventPump {
                         pkid: ack.pkid,
                         reason: puback_code(&ack.reason),
                     },
+                    rumqttc::v5::Event::Incoming(Packet::Publish(p)) => {
+                        let properties = p.properties.unwrap_or_default();
+                        Observed::Incoming(Inbound {
+                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                            payload: p.payload.to_vec(),
+                            pkid: p.pkid,
+                            qos1: p.qos != rumqttc::v5::mqttbytes::QoS::AtMostOnce,
+                            dup: p.dup,
+                            expiry_s: properties.message_expiry_interval,
+                            response_topic: properties.response_topic,
+                            correlation: properties.correlation_data.map(|b| b.to_vec()),
+                        })
+                    }
                     _ => Observed::Other,
                 });
                 if tx.send(observed).await.is_err() || failed {

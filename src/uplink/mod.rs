@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 /// How many queued messages one read brings into memory.
 const READ_AHEAD: usize = 256;
@@ -70,6 +70,9 @@ pub struct Settings {
     pub max_attempts: u32,
     /// `gateway.id`, sent with every MQTT 5 publish.
     pub gateway: String,
+    /// The command tables' filters, subscribed to with QoS 1 in a
+    /// persistent session; empty: no subscription, a clean session.
+    pub subscriptions: Vec<String>,
 }
 
 impl Settings {
@@ -132,7 +135,32 @@ enum Attempt {
     Shutdown,
 }
 
+/// The uplink's side of the command intake: PUBLISHes from the broker go
+/// out on `intake`; their PUBACKs come back on `acks` once the commands are
+/// journaled. Each carries the session it belongs to: an ack for a session
+/// that has ended is not sent (the broker sends the command again in the
+/// next one, and the intake recognises the repeat).
+pub struct CommandLink {
+    pub intake: mpsc::UnboundedSender<FromBroker>,
+    pub acks: mpsc::UnboundedReceiver<AckFor>,
+}
+
+/// A PUBLISH from the broker in session `session`.
+#[derive(Debug)]
+pub struct FromBroker {
+    pub session: u64,
+    pub publish: client::Inbound,
+}
+
+/// Send the PUBACK of packet `pkid` of session `session`.
+#[derive(Debug, Clone, Copy)]
+pub struct AckFor {
+    pub session: u64,
+    pub pkid: u16,
+}
+
 pub struct Uplink<R> {
+    commands: Option<CommandLink>,
     settings: Settings,
     queue: Queue,
     store: StoreHandle<R>,
@@ -147,6 +175,7 @@ impl<R: Send + 'static> Uplink<R> {
         let brokers = settings.brokers.len();
         let core = Core::new(settings.max_attempts);
         Uplink {
+            commands: None,
             settings,
             queue,
             store,
@@ -154,6 +183,13 @@ impl<R: Send + 'static> Uplink<R> {
             core,
             learned: vec![None; brokers],
         }
+    }
+
+    /// Hands incoming PUBLISHes (commands) to `link` and acks them when
+    /// told; without it the uplink subscribes to nothing.
+    pub fn with_commands(mut self, link: CommandLink) -> Uplink<R> {
+        self.commands = Some(link);
+        self
     }
 
     pub fn stats(&self) -> Arc<Stats> {
@@ -313,6 +349,7 @@ impl<R: Send + 'static> Uplink<R> {
         }
         let mut feed = Feed::default();
         let mut closing_since: Option<Instant> = None;
+        let session_id = self.stats.connects.load(Ordering::Relaxed);
         loop {
             if closing_since.is_none() {
                 if let Err(e) = self.fill_window(&connection, &mut session, &mut feed).await {
@@ -369,6 +406,14 @@ impl<R: Send + 'static> Uplink<R> {
                             }
                         }
                     }
+                    Ok(Observed::Incoming(publish)) => {
+                        match &self.commands {
+                            Some(link) => {
+                                let _ = link.intake.send(FromBroker { session: session_id, publish });
+                            }
+                            None => log::debug!("uplink: ignored a PUBLISH on {} (no command tables)", publish.topic),
+                        }
+                    }
                     Ok(_) => {}
                     Err(lost) => {
                         if closing_since.is_some() {
@@ -385,6 +430,11 @@ impl<R: Send + 'static> Uplink<R> {
                 },
                 _ = self.queue.wait_for_new(), if idle && closing_since.is_none() => {
                     feed.exhausted = false;
+                }
+                Some(ack) = next_ack(&mut self.commands) => {
+                    if ack.session == session_id && !connection.ack(ack.pkid) {
+                        log::debug!("uplink: the PUBACK of command packet {} could not be queued", ack.pkid);
+                    }
                 }
             }
         }
@@ -559,7 +609,16 @@ fn v5_properties(
         message_expiry_interval: properties::remaining_expiry(meta.expiry_s, age_ms),
         content_type: Some(properties::message_content_type(meta).to_string()),
         user_properties: properties::user_properties(gateway, meta, seq, received_ms),
+        correlation_data: meta.correlation.clone().map(Into::into),
         ..Default::default()
+    }
+}
+
+/// The next ack to send, or never without command tables.
+async fn next_ack(link: &mut Option<CommandLink>) -> Option<AckFor> {
+    match link {
+        Some(link) => link.acks.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -95,6 +95,9 @@ pub fn packet_size_v5(message: &Message, gateway: &str) -> usize {
     if meta.expiry_s.is_some() {
         properties += 5;
     }
+    if let Some(correlation) = &meta.correlation {
+        properties += 1 + 2 + correlation.len();
+    }
     let variable = 2 + message.topic.len() + 2 + varint_len(properties) + properties;
     with_fixed_header(variable + message.payload.len())
 }
@@ -194,6 +197,7 @@ mod tests {
             coap_path: "sensors/d1/t".into(),
             identity: Some("sensor-01".into()),
             translated: false,
+            correlation: None,
             content_format: Some(0),
             expiry_s: None,
         };
@@ -231,6 +235,7 @@ mod tests {
             translated: false,
             content_format: Some(60),
             expiry_s: Some(10),
+            correlation: None,
         });
         let v5 = packet_size_v5(&rich, "gw1");
         assert!(v5 > packet_size_v311(&rich) + 100, "{v5}");

@@ -129,6 +129,7 @@ fn every_truncation_of_a_valid_request_is_ignored_reset_or_answered() {
     for len in 0..=request.len() {
         let mut h = Harness::new();
         match h.send(&request[..len]) {
+            Step::Mailbox { .. } => panic!("length {len}: no mailbox here"),
             Step::Ignore(why) => {
                 assert!(len < 4, "length {len}: ignored as {why:?}");
                 assert_eq!(why, Ignored::Undecodable);

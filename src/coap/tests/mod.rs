@@ -8,6 +8,7 @@
 
 mod blockwise;
 mod deduplication;
+mod mailbox;
 mod malformed;
 mod no_response;
 mod requests;

@@ -41,6 +41,7 @@ fn small_harness() -> Harness {
         block_lifetime: Duration::from_secs(30),
         full_retry_after_s: 5,
         max_packet_size: 262_144,
+        mailbox: Some("cmd".into()),
     })
 }
 
@@ -113,6 +114,19 @@ fn random_datagrams_never_panic_and_tables_stay_bounded() {
             Step::Store { ticket, messages } => {
                 assert!(messages.iter().all(|m| m.payload.len() <= 256));
                 pending.push(ticket);
+            }
+            Step::Mailbox { ticket, .. } => {
+                let reply = h.exchange.on_mailbox(
+                    ticket,
+                    crate::coap::mailbox::MailboxAnswer::Command(crate::coap::mailbox::Carried {
+                        id: 1,
+                        resource: "r".repeat(300),
+                        payload: vec![1; 64],
+                    }),
+                );
+                if let Some(reply) = reply {
+                    Answer::decode(&reply);
+                }
             }
             Step::Ignore(_) => {}
         }

@@ -45,7 +45,7 @@ struct Rig {
     device: Peer,
     datagrams: mpsc::UnboundedSender<(Vec<u8>, Peer)>,
     answers: mpsc::UnboundedReceiver<(Vec<u8>, Peer)>,
-    store: mpsc::Receiver<Command<Ticket>>,
+    store: mpsc::Receiver<Command<Receipt>>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<()>,
     devices: SharedDevices,
@@ -80,6 +80,7 @@ impl Rig {
             store: store_tx,
             metrics: TransportMetrics::detached("udp"),
             devices: devices.clone(),
+            commands: None,
         };
         // The routes sender may go: the receiver keeps the last value.
         let server = tokio::spawn(server.serve(shutdown_rx));
@@ -104,7 +105,7 @@ impl Rig {
     }
 
     /// The next command the server hands to the store.
-    async fn next_command(&mut self) -> Command<Ticket> {
+    async fn next_command(&mut self) -> Command<Receipt> {
         self.store.recv().await.expect("a command for the store")
     }
 
@@ -139,7 +140,7 @@ fn header(bytes: &[u8]) -> (u8, u8, u16) {
     )
 }
 
-fn answer(command: Command<Ticket>, outcome: AppendOutcome) -> Message {
+fn answer(command: Command<Receipt>, outcome: AppendOutcome) -> Message {
     match command {
         Command::Append {
             mut messages,
