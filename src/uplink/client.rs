@@ -49,6 +49,11 @@ pub enum Observed {
     DisconnectWritten,
     /// A PUBLISH from the broker (a command; see `crate::command`).
     Incoming(Inbound),
+    /// The broker confirmed the command subscriptions (SUBACK), with
+    /// whether every filter was granted.
+    Subscribed {
+        granted: bool,
+    },
     Other,
 }
 
@@ -383,6 +388,14 @@ impl EventPump {
                         pkid: ack.pkid,
                         reason: 0,
                     },
+                    rumqttc::Event::Incoming(rumqttc::Packet::SubAck(ack)) => {
+                        Observed::Subscribed {
+                            granted: ack
+                                .return_codes
+                                .iter()
+                                .all(|c| !matches!(c, rumqttc::SubscribeReasonCode::Failure)),
+                        }
+                    }
                     rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)) => {
                         Observed::Incoming(Inbound {
                             topic: p.topic,
@@ -422,6 +435,14 @@ impl EventPump {
                     rumqttc::v5::Event::Incoming(Packet::PubAck(ack)) => Observed::Acked {
                         pkid: ack.pkid,
                         reason: puback_code(&ack.reason),
+                    },
+                    rumqttc::v5::Event::Incoming(Packet::SubAck(ack)) => Observed::Subscribed {
+                        granted: ack.return_codes.iter().all(|c| {
+                            matches!(
+                                c,
+                                rumqttc::v5::mqttbytes::v5::SubscribeReasonCode::Success(_)
+                            )
+                        }),
                     },
                     rumqttc::v5::Event::Incoming(Packet::Publish(p)) => {
                         let properties = p.properties.unwrap_or_default();

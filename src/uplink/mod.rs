@@ -406,6 +406,16 @@ impl<R: Send + 'static> Uplink<R> {
                             }
                         }
                     }
+                    Ok(Observed::Subscribed { granted: true }) => {
+                        log::info!(mqtt_broker = url; "uplink: subscribed to the command topics {}", self.settings.subscriptions.join(", "));
+                    }
+                    Ok(Observed::Subscribed { granted: false }) => {
+                        log::error!(
+                            mqtt_broker = url;
+                            "uplink: the broker refused a subscription to the command topics {} (its ACL?); commands cannot arrive",
+                            self.settings.subscriptions.join(", ")
+                        );
+                    }
                     Ok(Observed::Incoming(publish)) => {
                         match &self.commands {
                             Some(link) => {

@@ -61,6 +61,9 @@ pub struct V5Properties {
     pub payload_format: String,
     pub expiry: String,
     pub user: Vec<(String, String)>,
+    /// Correlation Data as mosquitto_sub prints it (raw bytes; the tests
+    /// use text).
+    pub correlation: String,
 }
 
 impl V5Properties {
@@ -172,7 +175,7 @@ impl Subscriber {
         let client_id = format!("test-sub-{}-{n}", std::process::id());
         let probe_topic = format!("coap2mqtt-test/probe/{client_id}");
         let (version, format) = match v5 {
-            true => (["-V", "mqttv5"], "%q %r %x %t\t%C\t%F\t%E\t%P"),
+            true => (["-V", "mqttv5"], "%q %r %x %t\t%C\t%F\t%E\t%P\t%D"),
             false => (["-V", "mqttv311"], "%q %r %x %t"),
         };
         let mut child = Command::new("mosquitto_sub")
@@ -384,6 +387,7 @@ fn parse_line(line: &str) -> Option<Received> {
             .filter_map(|pair| pair.split_once(':'))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        correlation: fields.next().unwrap_or("").to_string(),
     });
     Some(Received {
         topic,
