@@ -1,7 +1,9 @@
 //! Commands to devices, end to end: a real mosquitto, commands published
 //! with mosquitto_pub (MQTT 5, independent of the daemon), results read with
-//! mosquitto_sub, and devices played by libcoap's coap-client and by the
-//! tests' own CoAP codec (support/coap.rs, written apart from the daemon's).
+//! mosquitto_sub, and devices played by libcoap (coap-client uploading and
+//! polling, coap-server taking a pushed request) and by the tests' own CoAP
+//! codec (support/coap.rs, written apart from the daemon's) as a sleepy
+//! device that listens only after its upload.
 
 mod support;
 
@@ -307,7 +309,7 @@ fn expiry_the_per_device_cap_and_a_topic_no_table_takes_each_get_an_answer() {
 }
 
 #[test]
-fn a_push_table_is_refused_with_what_to_use_instead() {
+fn an_unknown_delivery_is_refused_naming_the_table_and_key() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("gw.toml");
@@ -317,7 +319,7 @@ fn a_push_table_is_refused_with_what_to_use_instead() {
             free_udp_port(),
             &broker,
             free_tcp_port(),
-            "delivery = \"push\"",
+            "delivery = \"observe\"",
         )
         .replace("@STORE@", &dir.path().join("q").display().to_string()),
     )
@@ -328,5 +330,143 @@ fn a_push_table_is_refused_with_what_to_use_instead() {
     );
     assert!(!out.success(), "{out:?}");
     assert!(out.output.contains("command[1].delivery"), "{}", out.output);
-    assert!(out.output.contains("\"poll\""), "{}", out.output);
+    assert!(
+        out.output.contains("\"push\", \"poll\" or \"piggyback\""),
+        "{}",
+        out.output
+    );
+}
+
+/// The device side of a push: the next request the gateway sends to this
+/// socket, answered with `code` (piggybacked on the ACK) and `payload`.
+fn answer_push(device: &mut CoapClient, code: Code, payload: &[u8]) -> Message {
+    let request = device
+        .recv(WAIT)
+        .expect("the gateway pushes a request")
+        .expect("well-formed CoAP");
+    assert_eq!(request.mtype, MsgType::Con, "{request:?}");
+    let ack = Message::new(MsgType::Ack, code, request.mid, &request.token).with_payload(payload);
+    device.send(&ack);
+    request
+}
+
+#[test]
+fn a_sleepy_device_gets_its_commands_pushed_in_order_in_the_window_after_its_upload() {
+    let broker = Broker::start();
+    let sub = Subscriber::start_v5(broker.port(), "cmdres/#");
+    let (coap, admin) = (free_udp_port(), free_tcp_port());
+    // delivery = "push" is the default.
+    let daemon = Daemon::start(&config(coap, &broker, admin, "method = \"POST\""));
+    daemon.wait_for_log("uplink: subscribed to the command topics", WAIT);
+    // Published while the device sleeps.
+    command(&broker, "sleepy-1", "config/interval", "60", "a");
+    command(&broker, "sleepy-1", "led", "red", "b");
+    wait_for_status(&sub, "2", "queued");
+
+    // It wakes, uploads, and listens on the same socket.
+    let mut device = CoapClient::new(daemon.coap_addr());
+    let upload = device.con(&["s", "sleepy-1"], b"21.5");
+    assert_eq!(upload.response.expect("answered").code, Code(0x44));
+    let first = answer_push(&mut device, Code(0x44), b"ok");
+    assert_eq!(first.code, Code::POST);
+    assert_eq!(first.path(), ["config", "interval"]);
+    assert_eq!(first.payload, b"60");
+    // Its window is open: the next follows once the first is settled.
+    let second = answer_push(&mut device, Code(0x80), b"no such led");
+    assert_eq!(
+        (second.path(), &second.payload[..]),
+        (vec!["led".to_string()], &b"red"[..])
+    );
+    let done = wait_for_status(&sub, "1", "done");
+    assert_eq!(
+        (done["code"].as_str(), done["payload"].as_str()),
+        (Some("2.04"), Some("ok"))
+    );
+    let failed = wait_for_status(&sub, "2", "failed");
+    assert_eq!(failed["code"].as_str(), Some("4.00"));
+}
+
+#[test]
+fn a_device_that_does_not_answer_keeps_its_command_for_its_next_upload() {
+    let broker = Broker::start();
+    let sub = Subscriber::start_v5(broker.port(), "cmdres/#");
+    let (coap, admin) = (free_udp_port(), free_tcp_port());
+    let daemon = Daemon::start(&config(coap, &broker, admin, "awake_s = 3"));
+    daemon.wait_for_log("uplink: subscribed to the command topics", WAIT);
+    command(&broker, "deaf-1", "relay", "on", "d");
+    wait_for_status(&sub, "1", "queued");
+
+    let mut device = CoapClient::new(daemon.coap_addr());
+    device
+        .con(&["s", "deaf-1"], b"1")
+        .response
+        .expect("answered");
+    // Ignores the request and its retransmission(s), then the window closes.
+    let ignored = device.recv(WAIT).expect("pushed").expect("CoAP");
+    daemon.wait_for_log("did not answer command 1 in its window", WAIT);
+    // Next wake: the same command again, with the same id.
+    device
+        .con(&["s", "deaf-1"], b"2")
+        .response
+        .expect("answered");
+    let again = answer_push(&mut device, Code(0x44), b"");
+    assert_eq!(
+        (again.path(), &again.payload[..]),
+        (ignored.path(), &ignored.payload[..])
+    );
+    assert_ne!(again.mid, ignored.mid, "a new exchange");
+    wait_for_status(&sub, "1", "done");
+}
+
+#[test]
+fn libcoap_s_coap_server_as_an_awake_device_takes_a_pushed_command() {
+    let broker = Broker::start();
+    let sub = Subscriber::start_v5(broker.port(), "cmdres/#");
+    let (coap, admin) = (free_udp_port(), free_tcp_port());
+    let daemon = Daemon::start(&config(coap, &broker, admin, ""));
+    daemon.wait_for_log("uplink: subscribed to the command topics", WAIT);
+    command(&broker, "lamp-1", "example_data", "on", "l");
+    wait_for_status(&sub, "1", "queued");
+
+    // The device uploads from its port, then serves on it (libcoap's
+    // example server: example_data takes PUT; -e echoes the body).
+    let port = free_udp_port();
+    let up = support::coap_cli::coap_client(
+        "coap-client-notls",
+        &[
+            "-m",
+            "post",
+            "-p",
+            &port.to_string(),
+            "-e",
+            "1",
+            &format!("coap://127.0.0.1:{coap}/s/lamp-1"),
+        ],
+    );
+    support::coap_cli::assert_code(&up, "2.04");
+    let mut server = std::process::Command::new("coap-server-notls")
+        .args(["-A", "127.0.0.1", "-p", &port.to_string(), "-e"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("coap-server-notls (libcoap3-bin)");
+    let guard = KillOnDrop(&mut server);
+    // The first send found no server yet; a retransmission reaches it.
+    let done = wait_for_status(&sub, "1", "done");
+    drop(guard);
+    // 2.01 Created the first time example_data is written, 2.04 after.
+    assert!(
+        done["code"].as_str().is_some_and(|c| c.starts_with("2.0")),
+        "{done}"
+    );
+    assert_eq!(done["payload"].as_str(), Some("on"), "echoed: {done}");
+}
+
+struct KillOnDrop<'a>(&'a mut std::process::Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -533,7 +533,11 @@ impl Exchange {
         let path = self.config.mailbox.as_deref().unwrap_or("cmd");
         let options = mailbox::location(path, carried);
         let options: Vec<(u16, &[u8])> = options.iter().map(|(n, v)| (*n, &v[..])).collect();
-        Some(wire::response_with_body(&head, &options, &carried.payload))
+        Some(wire::message_with_options(
+            &head,
+            &options,
+            &carried.payload,
+        ))
     }
 
     fn receive(
@@ -975,6 +979,12 @@ impl Exchange {
             false => self.take_message_id(),
         };
         encode_answer(origin, answer, non_message_id)
+    }
+
+    /// A Message ID for a request the gateway sends from this endpoint
+    /// (push commands): one space with the exchange's own (RFC 7252 §4.4).
+    pub fn next_message_id(&mut self) -> u16 {
+        self.take_message_id()
     }
 
     fn take_message_id(&mut self) -> u16 {

@@ -41,6 +41,7 @@
 //! [`Exchange`] with bytes and instants only.
 
 pub mod block;
+pub mod client;
 pub mod counters;
 pub mod dedup;
 pub mod exchange;

@@ -436,10 +436,11 @@ impl Response {
     }
 }
 
-/// A response with any options and a payload: the mailbox's answers, which
-/// carry a command (Location-Path, Location-Query, its body). `options`
-/// must be in option-number order; values of any length.
-pub fn response_with_body(head: &Response, options: &[(u16, &[u8])], payload: &[u8]) -> Vec<u8> {
+/// A message with any options and a payload: the mailbox's answers, which
+/// carry a command (Location-Path, Location-Query, its body), and the
+/// requests the gateway sends devices (`head` then has a request code).
+/// `options` must be in option-number order; values of any length.
+pub fn message_with_options(head: &Response, options: &[(u16, &[u8])], payload: &[u8]) -> Vec<u8> {
     let mut out = head.encode();
     let mut previous = head.last_option();
     for (number, value) in options {

@@ -250,6 +250,7 @@ fn encode_queued(c: &Command) -> Vec<u8> {
     out.push(method_code(c.method));
     out.push(c.delivery.code());
     out.push(u8::from(c.identity_required));
+    out.extend_from_slice(&c.awake_s.to_be_bytes());
     put_bytes(&mut out, c.device.as_bytes());
     put_bytes(&mut out, c.resource.as_bytes());
     put_bytes(&mut out, &c.payload);
@@ -301,6 +302,7 @@ fn decode(body: &[u8]) -> Option<Entry> {
             let method = method_from(r.u8()?)?;
             let delivery = Delivery::from_code(r.u8()?)?;
             let identity_required = r.u8()? == 1;
+            let awake_s = u32::from_be_bytes(r.take(4)?.try_into().ok()?);
             let device = r.text()?;
             let resource = r.text()?;
             let payload = r.bytes()?.to_vec();
@@ -321,6 +323,7 @@ fn decode(body: &[u8]) -> Option<Entry> {
                 result_topic,
                 correlation,
                 identity_required,
+                awake_s,
             }))
         }
         ENDED => {
@@ -365,6 +368,7 @@ mod tests {
             result_topic: Some("cmdres/gw/v1".into()),
             correlation: Some(vec![0, 1, 2]),
             identity_required: false,
+            awake_s: 30,
         }
     }
 

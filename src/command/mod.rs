@@ -1,7 +1,8 @@
 //! Commands to devices: the mirror image of the uplink. A cloud application
 //! publishes a command on MQTT; the gateway keeps it in a durable
 //! per-device mailbox and hands it to the device when the device asks for
-//! it (poll) or in the answer to the device's own upload (piggyback).
+//! it (poll), in the answer to the device's own upload (piggyback), or by
+//! sending it the request right after an upload, while it listens (push).
 //!
 //! The promise is the uplink's, reversed: **a command the gateway
 //! acknowledged to the broker (PUBACK) is on disk** (`journal.rs` fsyncs it
@@ -20,10 +21,10 @@
 //! - `service.rs`: the shared mailbox behind a lock, with the journal, as
 //!   the uplink (intake) and the CoAP servers (delivery) use it.
 //!
-//! Delivery modes: `poll` (the device GETs `cmd`) and `piggyback` (the 2.04
-//! of an upload carries the command) are built; `push` (the gateway as a
-//! CoAP client sending a request in the window after an upload) is not yet
-//! (see docs/ARCHITECTURE.md, "Commands").
+//! Delivery modes: `push` (the gateway, as a CoAP client, sends the request
+//! in the window after each upload of the device: `coap/client.rs`),
+//! `poll` (the device GETs `cmd`) and `piggyback` (the 2.04 of an upload
+//! carries the command).
 
 pub mod journal;
 pub mod mailbox;
@@ -55,11 +56,17 @@ pub struct Command {
     /// A device over DTLS must have authenticated as this identity to get
     /// it (a table's `identity = true`).
     pub identity_required: bool,
+    /// Push: how long after an upload the device listens (the window for
+    /// sending it and retransmitting).
+    pub awake_s: u32,
 }
 
 /// How a command reaches its device (a table's `delivery`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
+    /// The gateway sends the request to the device in the window after
+    /// each of its uploads (the default).
+    Push,
     /// The device GETs the mailbox resource.
     Poll,
     /// The 2.04 to the device's upload carries it (and poll works too).
@@ -69,6 +76,7 @@ pub enum Delivery {
 impl Delivery {
     pub fn from_name(name: &str) -> Option<Delivery> {
         match name {
+            "push" => Some(Delivery::Push),
             "poll" => Some(Delivery::Poll),
             "piggyback" => Some(Delivery::Piggyback),
             _ => None,
@@ -79,6 +87,7 @@ impl Delivery {
         match self {
             Delivery::Poll => 1,
             Delivery::Piggyback => 2,
+            Delivery::Push => 3,
         }
     }
 
@@ -86,6 +95,7 @@ impl Delivery {
         match code {
             1 => Some(Delivery::Poll),
             2 => Some(Delivery::Piggyback),
+            3 => Some(Delivery::Push),
             _ => None,
         }
     }

@@ -67,6 +67,7 @@ mod tests {
             result_topic: None,
             correlation: None,
             identity_required: false,
+            awake_s: 30,
         }
     }
 

@@ -74,6 +74,8 @@ pub struct Handed {
     pub resource: String,
     pub method: Method,
     pub payload: Vec<u8>,
+    /// Push: how long to keep trying.
+    pub awake_s: u32,
 }
 
 /// The answer to a poll.
@@ -260,6 +262,7 @@ impl Service {
             result_topic,
             correlation: incoming.correlation,
             identity_required: table.identity,
+            awake_s: table.awake_s,
         };
         let refusal = if command.payload.len() > self.settings.max_payload {
             Some(format!(
@@ -323,6 +326,15 @@ impl Service {
         }
     }
 
+    /// A device's upload was stored: its next command, if it is one the
+    /// gateway sends itself (push), to send now while the device listens.
+    pub fn push(&self, asker: Asker<'_>, now_ms: u64) -> Option<Handed> {
+        match self.hand_out(asker, now_ms, |c| c.delivery == Delivery::Push) {
+            Poll::Command(handed) => Some(handed),
+            _ => None,
+        }
+    }
+
     fn hand_out(&self, asker: Asker<'_>, now_ms: u64, mode: impl Fn(&Command) -> bool) -> Poll {
         let mut state = self.state();
         let Some(command) = state.mailbox.next_for(asker.device, now_ms) else {
@@ -344,6 +356,7 @@ impl Service {
             resource: command.resource,
             method: command.method,
             payload: command.payload,
+            awake_s: command.awake_s,
         })
     }
 
@@ -431,6 +444,11 @@ impl Service {
         state.mailbox.next_expiry()
     }
 
+    /// The device a pending command is for.
+    pub fn device_of(&self, id: u64) -> Option<String> {
+        self.state().mailbox.get(id).map(|c| c.device.clone())
+    }
+
     /// Pending commands and the oldest one's creation time.
     pub fn pending(&self) -> (usize, Option<u64>) {
         let state = self.state();
@@ -468,6 +486,7 @@ mod tests {
                 method: Method::Put,
                 ttl_s: 60,
                 delivery: Delivery::Piggyback,
+                awake_s: 30,
                 result_topic: Some("res/{device}"),
                 identity: false,
             },

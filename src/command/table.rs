@@ -32,6 +32,8 @@ pub struct CommandTable {
     pub method: Method,
     pub ttl_s: u32,
     pub delivery: Delivery,
+    /// Push: the window after an upload.
+    pub awake_s: u32,
     result_topic: Option<String>,
     /// Over DTLS, only a device authenticated as the mailbox's device gets
     /// its commands; plain CoAP polls for it are refused.
@@ -55,6 +57,7 @@ pub struct TableSpec<'a> {
     pub method: Method,
     pub ttl_s: u32,
     pub delivery: Delivery,
+    pub awake_s: u32,
     pub result_topic: Option<&'a str>,
     pub identity: bool,
 }
@@ -130,6 +133,7 @@ impl CommandTable {
             method: spec.method,
             ttl_s: spec.ttl_s,
             delivery: spec.delivery,
+            awake_s: spec.awake_s,
             result_topic,
             identity: spec.identity,
         })
@@ -260,6 +264,7 @@ mod tests {
             method: Method::Put,
             ttl_s: 3600,
             delivery: Delivery::Poll,
+            awake_s: 30,
             result_topic: Some("cmdres/{gateway}/{device}"),
             identity: false,
         }

@@ -12,6 +12,7 @@ use crate::route::Method;
 pub(super) const COMMANDS_KEYS: &[&str] = &["max_per_device", "max_total", "max_payload", "path"];
 const COMMAND_KEYS: &[&str] = &[
     "topic",
+    "awake_s",
     "device",
     "resource",
     "method",
@@ -97,30 +98,24 @@ fn table(t: &Table, gateway: &str, r: &mut Report) -> Option<CommandTable> {
         .int("ttl_s", 1..=i64::from(u32::MAX), r)
         .map_or(3_600, |v| v.value as u32);
     let delivery = match t.str("delivery", r) {
-        None => Delivery::Poll,
+        None => Delivery::Push,
         Some(d) => match Delivery::from_name(d.value) {
             Some(delivery) => delivery,
-            None if d.value == "push" => {
-                r.at(
-                    &d,
-                    "\"push\" (the gateway sending the request itself) is not built in this \
-                     version; use \"poll\" (the device GETs its commands) or \"piggyback\" (they \
-                     ride on the answer to its uploads)",
-                );
-                Delivery::Poll
-            }
             None => {
                 r.at(
                     &d,
                     format!(
-                        "unknown delivery {:?}; expected \"poll\" or \"piggyback\"",
+                        "unknown delivery {:?}; expected \"push\", \"poll\" or \"piggyback\"",
                         d.value
                     ),
                 );
-                Delivery::Poll
+                Delivery::Push
             }
         },
     };
+    let awake_s = t
+        .int("awake_s", 1..=3_600, r)
+        .map_or(30, |v| v.value as u32);
     let result_topic = t.str("result_topic", r).map(|v| v.value);
     let identity = t.bool("identity", r).is_some_and(|b| b.value);
     let topic = topic?;
@@ -134,6 +129,7 @@ fn table(t: &Table, gateway: &str, r: &mut Report) -> Option<CommandTable> {
         method,
         ttl_s,
         delivery,
+        awake_s,
         result_topic,
         identity,
     };

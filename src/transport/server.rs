@@ -14,14 +14,17 @@
 
 use super::{Link, Receipt};
 use crate::clock::now_ms;
+use crate::coap::client::{Client, Outcome as PushOutcome, Received, Request as PushRequest};
 use crate::coap::exchange::{Exchange, MailboxTicket, Peer, Step, StoreOutcome};
 use crate::coap::mailbox::{Carried, MailboxAnswer, MailboxRequest};
+use crate::coap::wire::Token;
 use crate::command::service::{Asker, Poll, Report, Service};
 use crate::devices::SharedDevices;
 use crate::logging::RateLimited;
 use crate::metrics::{TransportMetrics, PUBLISH_EVERY};
 use crate::route::Router;
 use crate::store::{AppendOutcome, Command, StoreHandle};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -52,6 +55,12 @@ impl<L: Link> Server<L> {
         let (reported_tx, mut reported) =
             mpsc::unbounded_channel::<(MailboxTicket, MailboxAnswer)>();
         let mut awaiting_store = 0usize;
+        // Requests the gateway sends devices (push commands), and the
+        // devices whose push was settled, to send them their next while
+        // their window is open.
+        let mut pushes = Client::new();
+        let mut windows: HashMap<Peer, (String, Instant)> = HashMap::new();
+        let (settled_tx, mut settled) = mpsc::unbounded_channel::<Peer>();
         let mut stopping = false;
         let mut quiet = RateLimited::new(Duration::from_secs(10));
         let mut publish = tokio::time::interval(PUBLISH_EVERY);
@@ -65,7 +74,10 @@ impl<L: Link> Server<L> {
                 log::debug!("coap {}: stopped", self.link.name());
                 return;
             }
-            let due = self.link.poll_timeout();
+            let due = match (self.link.poll_timeout(), pushes.poll_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             if let Some(due) = due {
                 timer.as_mut().reset(due.into());
             }
@@ -83,10 +95,18 @@ impl<L: Link> Server<L> {
                         }
                         _ => None,
                     };
+                    let device = ticket.device().map(str::to_string);
                     let reply = self.exchange.on_stored_carrying(ticket, outcome, Instant::now(), carried);
                     self.record_sightings();
                     if let Some(reply) = reply {
                         self.send(&reply, &peer, &mut quiet).await;
+                    }
+                    // The device listens now: send it its next push command.
+                    if let (Some(device), StoreOutcome::Stored) = (device, outcome) {
+                        if let Some(until) = self.push(&mut pushes, &device, &peer, &mut quiet).await {
+                            windows.retain(|_, (_, end)| *end > Instant::now());
+                            windows.insert(peer, (device, until));
+                        }
                     }
                 }
                 Some((ticket, answer)) = reported.recv() => {
@@ -96,11 +116,28 @@ impl<L: Link> Server<L> {
                         self.send(&reply, &peer, &mut quiet).await;
                     }
                 }
+                Some(peer) = settled.recv() => {
+                    if let Some((device, until)) = windows.get(&peer).cloned() {
+                        if Instant::now() < until {
+                            self.push(&mut pushes, &device, &peer, &mut quiet).await;
+                        }
+                    }
+                }
                 _ = shutdown.changed(), if !stopping => {
                     stopping = true;
                 }
                 () = &mut timer, if due.is_some() => {
-                    self.link.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    if self.link.poll_timeout().is_some_and(|at| at <= now) {
+                        self.link.handle_timeout(now);
+                    }
+                    let (resend, gave_up) = pushes.on_timeout(now);
+                    for (bytes, peer) in resend {
+                        self.send(&bytes, &peer, &mut quiet).await;
+                    }
+                    for outcome in gave_up {
+                        self.settle(outcome, &settled_tx);
+                    }
                 }
                 _ = publish.tick() => {
                     self.metrics.set_handshakes(self.link.handshakes());
@@ -124,6 +161,17 @@ impl<L: Link> Server<L> {
                         }
                     };
                     self.metrics.datagram(&buf[..len]);
+                    // Answers to the gateway's own requests first; the rest
+                    // is the exchange's.
+                    if let Received::Ours { ack, outcome } = pushes.on_datagram(&peer, &buf[..len]) {
+                        if let Some(ack) = ack {
+                            self.send(&ack, &peer, &mut quiet).await;
+                        }
+                        if let Some(outcome) = outcome {
+                            self.settle(outcome, &settled_tx);
+                        }
+                        continue;
+                    }
                     let routes = self.routes.borrow().clone();
                     let received_ms = now_ms();
                     let step = self.exchange.on_datagram(&peer, &buf[..len], &routes, Instant::now(), received_ms);
@@ -199,6 +247,92 @@ impl<L: Link> Server<L> {
                 }
             }
         }
+    }
+
+    /// Sends `device` (at `peer`, which just uploaded) its next push
+    /// command, unless one is on its way to that address already.
+    /// Returns when the device's window closes, when a command was sent.
+    async fn push(
+        &mut self,
+        pushes: &mut Client,
+        device: &str,
+        peer: &Peer,
+        quiet: &mut RateLimited,
+    ) -> Option<Instant> {
+        let service = self.commands.as_ref()?;
+        if pushes.busy_with(peer) {
+            return None;
+        }
+        let asker = Asker {
+            device,
+            identity: peer.identity.as_deref(),
+        };
+        let handed = service.push(asker, now_ms())?;
+        let request = PushRequest {
+            command: handed.id,
+            method: handed.method,
+            resource: handed.resource,
+            payload: handed.payload,
+        };
+        let now = Instant::now();
+        let token = Token::new(&rand::random::<[u8; 4]>()).unwrap_or_default();
+        let window = now + Duration::from_secs(u64::from(handed.awake_s));
+        let message_id = self.exchange.next_message_id();
+        let bytes = pushes.send(
+            peer.clone(),
+            &request,
+            message_id,
+            token,
+            rand::random(),
+            now,
+            window,
+        )?;
+        log::debug!(
+            "coap {}: pushing command {} to {}",
+            self.link.name(),
+            request.command,
+            Device(peer)
+        );
+        self.send(&bytes, peer, quiet).await;
+        Some(window)
+    }
+
+    /// What a push came to: the device's answer settles the command (the
+    /// journal's fsync, off the runtime's workers); no answer leaves it
+    /// pending for the device's next upload.
+    fn settle(&self, outcome: PushOutcome, settled: &mpsc::UnboundedSender<Peer>) {
+        let Some(service) = self.commands.clone() else {
+            return;
+        };
+        let (command, peer, code, payload) = match outcome {
+            PushOutcome::Answered {
+                command,
+                peer,
+                code: (class, detail),
+                payload,
+            } => (command, peer, format!("{class}.{detail:02}"), payload),
+            PushOutcome::Reset { command, peer } => (command, peer, "RST".to_string(), Vec::new()),
+            PushOutcome::GaveUp { command, peer } => {
+                log::info!(
+                    "coap {}: {} did not answer command {command} in its window; it stays queued for its next upload",
+                    self.link.name(),
+                    Device(&peer)
+                );
+                return;
+            }
+        };
+        let settled = settled.clone();
+        tokio::task::spawn_blocking(move || {
+            let Some(device) = service.device_of(command) else {
+                return;
+            };
+            let asker = Asker {
+                device: &device,
+                identity: peer.identity.as_deref(),
+            };
+            service.report(asker, command, &code, payload);
+            let _ = settled.send(peer);
+        });
     }
 
     /// Hands what devices did to the shared device table (one short lock,
