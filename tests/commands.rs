@@ -470,3 +470,81 @@ impl Drop for KillOnDrop<'_> {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn a_dtls_device_gets_its_pushed_command_on_its_own_session() {
+    use std::net::SocketAddr;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+    use webrtc_dtls::cipher_suite::CipherSuiteId;
+    use webrtc_dtls::config::{Config, ExtendedMasterSecretType};
+    use webrtc_util::Conn;
+    const KEY: &str = "secret-key-01";
+
+    let broker = Broker::start();
+    let sub = Subscriber::start_v5(broker.port(), "cmdres/#");
+    let files = tempfile::tempdir().expect("tempdir");
+    let psk = files.path().join("psk.toml");
+    std::fs::write(&psk, format!("[psk]\n\"sensor-01\" = \"{KEY}\"\n")).expect("psk");
+    std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).expect("mode");
+    let (dtls_port, admin) = (free_udp_port(), free_tcp_port());
+    let config = config(free_udp_port(), &broker, admin, "identity = true")
+        + &format!(
+            "\n[dtls]\nlisten = [\"127.0.0.1:{dtls_port}\"]\npsk_file = \"{}\"\n\n\
+             [[route]]\nresource = \"own/{{device}}\"\ntopic = \"own/{{device}}\"\nidentity = \"{{device}}\"\n",
+            psk.display()
+        );
+    let daemon = Daemon::start(&config);
+    daemon.wait_for_log("uplink: subscribed to the command topics", WAIT);
+    command(&broker, "sensor-01", "relay", "on", "t");
+    wait_for_status(&sub, "1", "queued");
+
+    let target = SocketAddr::from(([127, 0, 0, 1], dtls_port));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        socket.connect(target).await.expect("connect");
+        let dtls = Config {
+            psk: Some(Arc::new(|_: &[u8]| Ok(KEY.as_bytes().to_vec()))),
+            psk_identity_hint: Some(b"sensor-01".to_vec()),
+            cipher_suites: vec![CipherSuiteId::Tls_Psk_With_Aes_128_Ccm_8],
+            extended_master_secret: ExtendedMasterSecretType::Request,
+            ..Default::default()
+        };
+        let conn = webrtc_dtls::conn::DTLSConn::new(Arc::new(socket), dtls, true, None)
+            .await
+            .expect("handshake");
+        let mut buf = vec![0u8; 2048];
+        let upload = Message::new(MsgType::Con, Code::POST, 1, &[0x42])
+            .with_path(&["own", "sensor-01"])
+            .with_payload(b"21.5".to_vec());
+        conn.send(&upload.encode()).await.expect("send");
+        // The 2.04, then the pushed request, on the same session.
+        let mut pushed = None;
+        for _ in 0..2 {
+            let n = tokio::time::timeout(WAIT, conn.recv(&mut buf))
+                .await
+                .expect("in time")
+                .expect("a record");
+            let message = Message::decode(&buf[..n]).expect("CoAP");
+            if message.mtype == MsgType::Con {
+                pushed = Some(message);
+                break;
+            }
+            assert_eq!(message.code, Code(0x44), "{message:?}");
+        }
+        let pushed = pushed.expect("a pushed request");
+        assert_eq!(
+            (pushed.path(), &pushed.payload[..]),
+            (vec!["relay".to_string()], &b"on"[..])
+        );
+        let ack = Message::new(MsgType::Ack, Code(0x44), pushed.mid, &pushed.token);
+        conn.send(&ack.encode()).await.expect("send the answer");
+    });
+    wait_for_status(&sub, "1", "done");
+}
