@@ -153,10 +153,15 @@ fn answer<B>(metrics: &Metrics, request: &Request<B>) -> Response<Full<Bytes>> {
         }
         "/devices" => match metrics.devices() {
             Some(table) => {
-                let listing = {
+                let mut listing = {
                     let table = table.lock().unwrap_or_else(|p| p.into_inner());
                     crate::devices::Listing::of(&table, crate::clock::now_ms())
                 };
+                if let Some(commands) = metrics.commands() {
+                    for device in &mut listing.devices {
+                        device.pending_commands = Some(commands.pending_for(&device.name));
+                    }
+                }
                 text(StatusCode::OK, listing.to_json() + "\n", "application/json")
             }
             None => text(

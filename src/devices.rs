@@ -70,6 +70,10 @@ pub struct Device {
     pub bytes_stored: u64,
     /// Requests refused, by response code ("4.03": 2).
     pub refusals: BTreeMap<String, u64>,
+    /// Commands waiting in its mailbox (with command tables only; filled
+    /// in when the table is listed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_commands: Option<usize>,
 }
 
 /// The bounded table; see the module doc.
@@ -100,6 +104,7 @@ impl DeviceTable {
                 messages_stored: 0,
                 bytes_stored: 0,
                 refusals: BTreeMap::new(),
+                pending_commands: None,
             };
             if self.devices.push(name.clone(), fresh).is_some() {
                 self.evicted += 1;
@@ -204,8 +209,8 @@ impl Listing {
     /// A table for people: one line per device, the quietest last.
     pub fn render(&self) -> String {
         let mut out = format!(
-            "{:<24} {:<22} {:>10} {:>10} {:>12}  {}\n",
-            "DEVICE", "LAST ADDRESS", "LAST SEEN", "MESSAGES", "BYTES", "REFUSED"
+            "{:<24} {:<22} {:>10} {:>10} {:>12} {:>9}  {}\n",
+            "DEVICE", "LAST ADDRESS", "LAST SEEN", "MESSAGES", "BYTES", "COMMANDS", "REFUSED"
         );
         for d in &self.devices {
             let refused = d
@@ -215,12 +220,14 @@ impl Listing {
                 .collect::<Vec<_>>()
                 .join(" ");
             out.push_str(&format!(
-                "{:<24} {:<22} {:>10} {:>10} {:>12}  {}\n",
+                "{:<24} {:<22} {:>10} {:>10} {:>12} {:>9}  {}\n",
                 d.name,
                 d.last_address.to_string(),
                 ago(self.now_ms.saturating_sub(d.last_seen_ms)),
                 d.messages_stored,
                 d.bytes_stored,
+                d.pending_commands
+                    .map_or("-".to_string(), |n| n.to_string()),
                 if refused.is_empty() {
                     "-".into()
                 } else {

@@ -404,6 +404,15 @@ fn a_device_that_does_not_answer_keeps_its_command_for_its_next_upload() {
     // Ignores the request and its retransmission(s), then the window closes.
     let ignored = device.recv(WAIT).expect("pushed").expect("CoAP");
     daemon.wait_for_log("did not answer command 1 in its window", WAIT);
+    // The operator sees it waiting.
+    let (_, devices) = admin_get(admin, "/devices");
+    let devices: serde_json::Value = serde_json::from_str(&devices).expect("JSON");
+    let deaf = devices["devices"]
+        .as_array()
+        .and_then(|l| l.iter().find(|d| d["name"] == "deaf-1"))
+        .cloned()
+        .expect("listed");
+    assert_eq!(deaf["pending_commands"], 1, "{deaf}");
     // Next wake: the same command again, with the same id.
     device
         .con(&["s", "deaf-1"], b"2")
