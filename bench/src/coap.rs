@@ -131,6 +131,49 @@ pub fn parse_header(datagram: &[u8]) -> Option<Header<'_>> {
     })
 }
 
+/// The payload of a well-formed message (after the options), empty if
+/// none; `None` when the options run past the end.
+pub fn payload(datagram: &[u8]) -> Option<&[u8]> {
+    let h = parse_header(datagram)?;
+    let mut at = 4 + h.token.len();
+    while at < datagram.len() {
+        let byte = datagram[at];
+        if byte == 0xFF {
+            return Some(&datagram[at + 1..]);
+        }
+        at += 1;
+        let mut read = |nibble: u8| -> Option<usize> {
+            Some(match nibble {
+                0..=12 => usize::from(nibble),
+                13 => {
+                    at += 1;
+                    usize::from(*datagram.get(at - 1)?) + 13
+                }
+                14 => {
+                    at += 2;
+                    usize::from(u16::from_be_bytes([
+                        *datagram.get(at - 2)?,
+                        *datagram.get(at - 1)?,
+                    ])) + 269
+                }
+                _ => return None,
+            })
+        };
+        read(byte >> 4)?;
+        let len = read(byte & 0x0F)?;
+        at += len;
+    }
+    (at == datagram.len()).then_some(&[][..])
+}
+
+/// An ACK with a code and no payload: the answer to a pushed request.
+pub fn ack(mid: u16, token: &[u8], code: u8) -> Vec<u8> {
+    let mut out = vec![0x40 | ((MsgType::Ack as u8) << 4) | token.len() as u8, code];
+    out.extend_from_slice(&mid.to_be_bytes());
+    out.extend_from_slice(token);
+    out
+}
+
 /// "2.04" for 0x44.
 pub fn code_name(code: u8) -> String {
     format!("{}.{:02}", code >> 5, code & 0x1F)
@@ -179,6 +222,25 @@ mod tests {
         .encode_into(&mut out);
         // Uri-Path "a" (delta 11), then No-Response: delta 247 = 13 + 234.
         assert_eq!(&out[4..], &[0xB1, b'a', 0xD1, 234, NO_RESPONSE_ALL]);
+    }
+
+    #[test]
+    fn the_payload_follows_the_options() {
+        let mut out = Vec::new();
+        Request {
+            mtype: MsgType::Con,
+            code: CODE_PUT,
+            mid: 7,
+            token: &[9],
+            path: &["a-rather-long-resource-name", "x"],
+            no_response: None,
+            content_format: None,
+            payload: b"1700000000000000",
+        }
+        .encode_into(&mut out);
+        assert_eq!(payload(&out), Some(&b"1700000000000000"[..]));
+        assert_eq!(payload(&out[..out.len() - 17]), Some(&b""[..]));
+        assert_eq!(payload(&out[..10]), None);
     }
 
     #[test]

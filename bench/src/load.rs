@@ -174,6 +174,13 @@ pub struct LoadReport {
     /// Seconds from the first connect to the last one done.
     #[serde(default)]
     pub connect_s: f64,
+    /// Requests the gateway pushed to the devices (commands), answered
+    /// 2.04.
+    #[serde(default)]
+    pub commands_received: u64,
+    /// From a command's publish (the time in its payload) to its arrival.
+    #[serde(default)]
+    pub command_latency_us: Latency,
 }
 
 #[derive(Default)]
@@ -193,6 +200,10 @@ struct Shared {
     from_schedule: Mutex<Option<Histogram<u64>>>,
     /// Requests left when a count is set.
     budget: Option<AtomicU64>,
+    /// Requests the gateway pushed to the devices (commands), and from
+    /// their publish time (their payload, µs since the epoch) to receipt.
+    commands: AtomicU64,
+    command_latency: Mutex<Option<Histogram<u64>>>,
 }
 
 impl Shared {
@@ -251,7 +262,8 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     let histogram = Histogram::<u64>::new_with_bounds(1, 300_000_000, 3)?;
     let shared = Arc::new(Shared {
         histogram: Mutex::new(Some(histogram.clone())),
-        from_schedule: Mutex::new(Some(histogram)),
+        from_schedule: Mutex::new(Some(histogram.clone())),
+        command_latency: Mutex::new(Some(histogram)),
         budget: config.count.map(AtomicU64::new),
         ..Shared::default()
     });
@@ -302,6 +314,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
     };
     let h = take(&shared.histogram);
     let hs = take(&shared.from_schedule);
+    let hc = take(&shared.command_latency);
     let last = shared.last_response_us.load(Ordering::Relaxed);
     let last = if last == 0 { ended } else { last };
     let elapsed_s = (last.saturating_sub(started_unix_us)) as f64 / 1e6;
@@ -342,6 +355,8 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         connected,
         connect_failures,
         connect_s,
+        commands_received: shared.commands.load(Ordering::Relaxed),
+        command_latency_us: Latency::of(&hc),
     })
 }
 
@@ -627,6 +642,26 @@ impl<L: Link> Device<L> {
                                 let _ = self.link.send(&ack).await;
                             }
                             return Outcome::Answered { code, rst: false };
+                        }
+                        // A request from the gateway: a pushed command.
+                        MsgType::Con if (1..=7).contains(&h.code) => {
+                            let ack = coap::ack(h.mid, h.token, coap::CODE_CHANGED);
+                            let sent_us = coap::payload(&self.buf[..len])
+                                .and_then(|p| std::str::from_utf8(p).ok())
+                                .and_then(|t| t.trim().parse::<u64>().ok());
+                            let _ = self.link.send(&ack).await;
+                            self.shared.commands.fetch_add(1, Ordering::Relaxed);
+                            if let Some(sent_us) = sent_us {
+                                let latency = unix_us().saturating_sub(sent_us);
+                                let mut guard = self
+                                    .shared
+                                    .command_latency
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner());
+                                if let Some(h) = guard.as_mut() {
+                                    h.saturating_record(latency.max(1));
+                                }
+                            }
                         }
                         // A late answer to an earlier exchange: ignore.
                         _ => {}

@@ -214,6 +214,26 @@ fn rows(r: &Results) -> Vec<Row> {
             .target("within 15% of raw", c.ratio() >= 0.85),
         );
     }
+    if let Some(c) = &r.commands {
+        rows.push(
+            row(
+                format!(
+                    "Commands pushed to 64 awake devices ({:.0}/s published) under CON 64 load: delivered, publish-to-device latency; the uplink with them against without",
+                    c.offered_per_s
+                ),
+                format!(
+                    "{:.0}/s delivered, p50 {:.1} ms, p99 {:.1} ms; uplink {} against {} ({:.0}%)",
+                    c.delivered_per_s,
+                    c.latency_p50_us as f64 / 1000.0,
+                    c.latency_p99_us as f64 / 1000.0,
+                    rate(c.uplink.median_a),
+                    rate(c.uplink.median_b),
+                    100.0 * c.uplink.ratio()
+                ),
+            )
+            .target("uplink within 10% of without", c.uplink.ratio() >= 0.9),
+        );
+    }
     if let Some(f) = &r.dedup {
         rows.push(
             row(

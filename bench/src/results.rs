@@ -27,6 +27,8 @@ pub struct Results {
     pub mqtt_versions: Option<Comparison>,
     /// CBOR published as JSON (`payload = "json"`) against as it is.
     pub payload_formats: Option<Comparison>,
+    /// Commands pushed to awake devices under upload load.
+    pub commands: Option<CommandsPhase>,
     pub dedup: Option<DedupFootprint>,
     /// The main daemon's commit latency over the throughput runs (its own
     /// histogram): p50, p99 as bucket bounds in µs.
@@ -223,6 +225,22 @@ impl Comparison {
     pub fn ratio(&self) -> f64 {
         self.median_a / self.median_b.max(1.0)
     }
+}
+
+/// Commands pushed to devices that post CON in a closed loop, against the
+/// same load without commands (`uplink`: a = with, b = without).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CommandsPhase {
+    /// Commands published per second.
+    pub offered_per_s: f64,
+    /// Per run with commands: (published, received by the devices).
+    pub runs: Vec<(u64, u64)>,
+    /// Median commands received per second of load.
+    pub delivered_per_s: f64,
+    /// Publish to device, of the median run (µs).
+    pub latency_p50_us: u64,
+    pub latency_p99_us: u64,
+    pub uplink: Comparison,
 }
 
 /// The deduplication table's heap per entry (bench/src/bin/dedup-footprint.rs).

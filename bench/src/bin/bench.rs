@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use coap2mqtt_bench::harness::broker::Broker;
 use coap2mqtt_bench::harness::ceiling::{self, Echo};
+use coap2mqtt_bench::harness::commander::Commander;
 use coap2mqtt_bench::harness::daemon::{
     disk_usage, histogram_quantiles, metrics, rss_bytes, Daemon, DaemonConfig, DtlsListener,
     RssSampler,
@@ -265,6 +266,7 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
             dtls: None,
             admin_port: Some(free_tcp_port()?),
             protocol: None,
+            commands: false,
         },
     )?;
     results.memory.ready_empty_s = daemon.ready_after.as_secs_f64();
@@ -382,6 +384,7 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
     results.durability = durability_phase(ctx, &broker, &sub, results)?;
     results.mqtt_versions = Some(mqtt_versions_phase(ctx, &broker, &sub)?);
     results.payload_formats = Some(payload_formats_phase(ctx, &broker, &sub)?);
+    results.commands = Some(commands_phase(ctx, &broker, &sub)?);
     results.dtls = Some(dtls_phase(ctx, &broker, &sub)?);
     ctx.rt.block_on(sub.disconnect());
     drop(broker);
@@ -433,6 +436,7 @@ fn durability_phase(
                 dtls: None,
                 admin_port: Some(free_tcp_port()?),
                 protocol: None,
+                commands: false,
             },
         )
     };
@@ -522,6 +526,7 @@ fn comparison_daemon(
             dtls: None,
             admin_port: None,
             protocol,
+            commands: false,
         },
     )
 }
@@ -614,6 +619,105 @@ fn payload_formats_phase(
     c
 }
 
+/// Commands pushed to the 64 devices of a CON closed loop at a fixed rate
+/// (each device is awake: it posts, and the gateway pushes its command
+/// right after the 2.04), against the same load without commands, in
+/// alternating runs. After each run with commands a short unmeasured load
+/// delivers what is still pending, so the next run without starts empty.
+fn commands_phase(ctx: &Ctx, broker: &Broker, sub: &Subscriber) -> anyhow::Result<CommandsPhase> {
+    const OFFERED: f64 = 200.0;
+    say(&format!(
+        "Commands pushed to 64 awake devices at {OFFERED:.0}/s under CON 64 load (alternating with none)"
+    ));
+    let s = &ctx.settings;
+    let dir = ctx.work.join("daemon-commands");
+    let mut daemon = Daemon::start(
+        &ctx.daemon_bin,
+        &dir,
+        DaemonConfig {
+            coap_port: free_udp_port()?,
+            mqtt_port: broker.port,
+            inflight: s.inflight,
+            commit_max_batch: s.commit_max_batch,
+            store_path: dir.join("queue"),
+            env: ctx.env(),
+            dtls: None,
+            admin_port: None,
+            protocol: None,
+            commands: true,
+        },
+    )?;
+    // The subscription is made after the CONNACK.
+    std::thread::sleep(Duration::from_secs(1));
+    let target = daemon.coap_addr().to_string();
+    let load = |name: &str, duration: f64| {
+        ctx.load(&[
+            ("--target", target.clone()),
+            ("--devices", "64".to_string()),
+            ("--duration", duration.to_string()),
+            ("--payload", s.payload_bytes.to_string()),
+            ("--path-prefix", format!("bench/{name}")),
+        ])
+    };
+    let mut phase = CommandsPhase {
+        offered_per_s: OFFERED,
+        uplink: Comparison {
+            a: "with commands".into(),
+            b: "without".into(),
+            devices: 64,
+            ..Comparison::default()
+        },
+        ..CommandsPhase::default()
+    };
+    let mut delivered = Vec::new();
+    for r in 0..s.repeats {
+        let name = format!("nocmdr{r}");
+        let rep = load(&name, s.duration_s as f64)?;
+        phase.uplink.b_runs.push(ctx.e2e(sub, &name, rep));
+
+        let name = format!("cmdr{r}");
+        let commander = {
+            let _guard = ctx.rt.enter();
+            Commander::start(broker.port, "bench", 64, OFFERED)
+        };
+        let rep = load(&name, s.duration_s as f64);
+        let published = ctx.rt.block_on(commander.stop());
+        let rep = rep?;
+        phase.runs.push((published, rep.commands_received));
+        delivered.push((
+            rep.commands_received as f64 / rep.window_s.max(1e-9),
+            rep.command_latency_us.clone(),
+        ));
+        phase.uplink.a_runs.push(ctx.e2e(sub, &name, rep));
+        // Deliver what is still pending.
+        load(&format!("cmdflush{r}"), 3.0)?;
+    }
+    let rates: Vec<f64> = delivered.iter().map(|(r, _)| *r).collect();
+    phase.delivered_per_s = median(&rates);
+    if let Some((_, latency)) = delivered.iter().min_by(|a, b| {
+        (a.0 - phase.delivered_per_s)
+            .abs()
+            .total_cmp(&(b.0 - phase.delivered_per_s).abs())
+    }) {
+        phase.latency_p50_us = latency.p50;
+        phase.latency_p99_us = latency.p99;
+    }
+    let rates = |runs: &[E2eRun]| median(&runs.iter().map(|r| r.e2e_rate).collect::<Vec<_>>());
+    phase.uplink.median_a = rates(&phase.uplink.a_runs);
+    phase.uplink.median_b = rates(&phase.uplink.b_runs);
+    say(&format!(
+        "  delivered {:.0}/s (p50 {} µs, p99 {} µs); uplink {:.0}/s with, {:.0}/s without ({:.0}%)",
+        phase.delivered_per_s,
+        phase.latency_p50_us,
+        phase.latency_p99_us,
+        phase.uplink.median_a,
+        phase.uplink.median_b,
+        100.0 * phase.uplink.ratio()
+    ));
+    daemon.stop();
+    Ok(phase)
+}
+
 /// The deduplication table's heap per entry, from its own binary.
 fn dedup_footprint(ctx: &Ctx) -> Option<DedupFootprint> {
     let bin = ctx.load_bin.with_file_name("dedup-footprint");
@@ -670,6 +774,7 @@ fn dtls_daemon(ctx: &Ctx, broker_port: u16, name: &str) -> anyhow::Result<(Daemo
             dtls: Some(listener),
             admin_port: None,
             protocol: None,
+            commands: false,
         },
     )?;
     Ok((daemon, addr))
@@ -808,6 +913,7 @@ fn drain_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Drain> {
             dtls: None,
             admin_port: None,
             protocol: None,
+            commands: false,
         },
     )?;
     let sampler = RssSampler::start(daemon.pid().context("pid")?);
@@ -900,6 +1006,7 @@ fn queued_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Queued> {
             dtls: None,
             admin_port: None,
             protocol: None,
+            commands: false,
         },
     )?;
     let pid = daemon.pid().context("pid")?;

@@ -27,6 +27,9 @@ pub struct DaemonConfig {
     pub admin_port: Option<u16>,
     /// `mqtt.protocol`; the daemon's default (`auto`) when `None`.
     pub protocol: Option<&'static str>,
+    /// A command table (push): `cmd/bench/{device}/{resource*}`, results
+    /// to `cmdres/bench/{device}`.
+    pub commands: bool,
 }
 
 /// The DTLS-PSK listener of a bench daemon: room for the 10,000-session
@@ -72,7 +75,13 @@ impl DaemonConfig {
              [log]\nlevel = \"info\"\n\n\
              [admin]\nlisten = \"{admin}\"\n\n\
              [[route]]\nresource = \"bench/{{run}}/{{device}}\"\ntopic = \"bench/{{run}}/{{device}}\"\nqos = 1\n\n\
-             [[route]]\nresource = \"json/{{run}}/{{device}}\"\ntopic = \"bench/{{run}}/{{device}}\"\nqos = 1\npayload = \"json\"\n",
+             [[route]]\nresource = \"json/{{run}}/{{device}}\"\ntopic = \"bench/{{run}}/{{device}}\"\nqos = 1\npayload = \"json\"\n\n\
+             {commands}",
+            commands = match self.commands {
+                true => "[[command]]\ntopic = \"cmd/{gateway}/{device}/{resource*}\"\n\
+                         result_topic = \"cmdres/{gateway}/{device}\"\n",
+                false => "",
+            },
             coap = self.coap_port,
             mqtt = self.mqtt_port,
             inflight = self.inflight,

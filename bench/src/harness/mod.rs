@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod ceiling;
+pub mod commander;
 pub mod daemon;
 pub mod machine;
 pub mod procfs;
