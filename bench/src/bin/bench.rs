@@ -672,7 +672,7 @@ fn commands_phase(ctx: &Ctx, broker: &Broker, sub: &Subscriber) -> anyhow::Resul
     let mut delivered = Vec::new();
     for r in 0..s.repeats {
         let name = format!("nocmdr{r}");
-        let rep = load(&name, s.duration_s as f64)?;
+        let rep = load(&name, s.duration_s)?;
         phase.uplink.b_runs.push(ctx.e2e(sub, &name, rep));
 
         let name = format!("cmdr{r}");
@@ -680,7 +680,7 @@ fn commands_phase(ctx: &Ctx, broker: &Broker, sub: &Subscriber) -> anyhow::Resul
             let _guard = ctx.rt.enter();
             Commander::start(broker.port, "bench", 64, OFFERED)
         };
-        let rep = load(&name, s.duration_s as f64);
+        let rep = load(&name, s.duration_s);
         let published = ctx.rt.block_on(commander.stop());
         let rep = rep?;
         phase.runs.push((published, rep.commands_received));
