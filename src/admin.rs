@@ -11,6 +11,10 @@
 //! Connections are few and short: each one is bounded in time, and only
 //! [`MAX_CONNECTIONS`] are served at once, so a scan cannot eat the daemon.
 
+pub mod dead_letters;
+pub mod protocol;
+pub mod socket;
+
 use crate::metrics::Metrics;
 use anyhow::Context;
 use http_body_util::{BodyExt, Full, Limited};

@@ -325,6 +325,10 @@ pub struct AdminConfig {
     /// The HTTP endpoint for `/metrics`, `/healthz` and `/status`; `None`
     /// when `listen = ""` turns it off.
     pub listen: Option<SocketAddr>,
+    /// The Unix socket through which root and the members of the group
+    /// coap2mqtt read and change the dead letters; `None` when
+    /// `socket = ""` turns it off.
+    pub socket: Option<PathBuf>,
 }
 
 /// One `[[route]]` as written (methods and qos parsed). Validation compiled
