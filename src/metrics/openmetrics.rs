@@ -331,6 +331,16 @@ fn queue(e: &mut DescriptorEncoder, m: &Metrics) -> fmt::Result {
             "Messages refused because their commit failed.",
             &s.failed_appends,
         ),
+        (
+            "queue_dead_letters_requeued",
+            "Dead letters an operator put back at the tail of the queue.",
+            &s.dead_letters_requeued,
+        ),
+        (
+            "queue_dead_letters_purged",
+            "Dead letters an operator deleted.",
+            &s.dead_letters_purged,
+        ),
         ("store_commits", "Commit batches applied.", &s.commits),
         (
             "store_commit_errors",
@@ -472,6 +482,8 @@ mod tests {
         "coap2mqtt_queue_dropped_oldest_total",
         "coap2mqtt_queue_lost_to_damage_total",
         "coap2mqtt_queue_failed_appends_total",
+        "coap2mqtt_queue_dead_letters_requeued_total",
+        "coap2mqtt_queue_dead_letters_purged_total",
         "coap2mqtt_store_commits_total",
         "coap2mqtt_store_commit_errors_total",
         "coap2mqtt_store_writable",
