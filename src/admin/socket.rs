@@ -236,11 +236,15 @@ impl<R: Send + 'static> AdminSocket<R> {
         match plan {
             Plan::List { limit } => {
                 let queue = self.queue.clone();
-                let letters = tokio::task::spawn_blocking(move || queue.dead_letters(limit)).await;
+                // One letter in memory at a time: only its summary is kept.
+                let letters = tokio::task::spawn_blocking(move || {
+                    let mut letters = Vec::new();
+                    queue.visit_dead_letters(limit, |d| letters.push(Letter::new(&d, false)));
+                    letters
+                })
+                .await;
                 match letters {
-                    Ok(letters) => {
-                        Answer::letters(letters.iter().map(|d| Letter::new(d, false)).collect())
-                    }
+                    Ok(letters) => Answer::letters(letters),
                     Err(_) => Answer::refused("reading the dead letters failed"),
                 }
             }

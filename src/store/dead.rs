@@ -181,6 +181,16 @@ impl DeadLetters {
             .collect()
     }
 
+    /// Hands each of the oldest `limit` dead letters to `visit`, one at a
+    /// time: a list of thousands never holds their payloads at once.
+    pub fn visit(&self, limit: usize, mut visit: impl FnMut(DeadLetter)) {
+        for entry in self.entries.iter().take(limit) {
+            if let Ok(letter) = self.read(entry) {
+                visit(letter);
+            }
+        }
+    }
+
     /// The newest `limit` dead letters, newest first.
     pub fn newest(&self, limit: usize) -> Vec<DeadLetter> {
         self.entries

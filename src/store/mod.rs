@@ -338,6 +338,15 @@ impl Queue {
         }
     }
 
+    /// Hands each of the oldest `limit` dead letters to `visit`, oldest
+    /// first, one at a time (blocking file reads; the committer waits
+    /// meanwhile, so keep `visit` short).
+    pub fn visit_dead_letters(&self, limit: usize, visit: impl FnMut(DeadLetter)) {
+        if let Some(w) = lock(&self.inner.writer).as_ref() {
+            w.dead.visit(limit, visit);
+        }
+    }
+
     /// The newest `limit` dead letters, newest first.
     pub fn newest_dead_letters(&self, limit: usize) -> Vec<DeadLetter> {
         match lock(&self.inner.writer).as_ref() {

@@ -20,9 +20,12 @@ use super::frame::Stored;
 use super::{Queue, Seq, Writer};
 use std::sync::atomic::Ordering;
 
-/// Dead letters requeued per batch frame: bounds the memory of
+/// Dead letters requeued per batch frame, at most: bounds the memory of
 /// `requeue --all` (each letter's message is read into memory).
 const REQUEUE_CHUNK: usize = 256;
+/// And at most about this many bytes of them (messages may be up to
+/// `mqtt.max_packet_size` each).
+const REQUEUE_CHUNK_BYTES: u64 = 4 << 20;
 
 /// What to do with dead letters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,7 +176,7 @@ fn requeue(queue: &Queue, writer: &mut Writer, ids: &[Seq]) -> Result<Vec<Decide
         });
     }
     let mut decided = Vec::with_capacity(ids.len());
-    for chunk in ids.chunks(REQUEUE_CHUNK) {
+    for chunk in chunks(writer, ids) {
         let letters: Vec<_> = chunk.iter().filter_map(|id| writer.dead.get(*id)).collect();
         if letters.len() != chunk.len() {
             return Err(io_error(
@@ -204,7 +207,7 @@ fn requeue(queue: &Queue, writer: &mut Writer, ids: &[Seq]) -> Result<Vec<Decide
         queue.inner.new_data.notify_one();
         writer
             .dead
-            .forget(chunk)
+            .forget(&chunk)
             .map_err(|e| io_error(queue, e, decided.len()))?;
         queue
             .inner
@@ -220,6 +223,27 @@ fn requeue(queue: &Queue, writer: &mut Writer, ids: &[Seq]) -> Result<Vec<Decide
         }
     }
     Ok(decided)
+}
+
+/// `ids` cut into runs of at most [`REQUEUE_CHUNK`] letters and about
+/// [`REQUEUE_CHUNK_BYTES`] (a single larger letter is a run of its own).
+fn chunks(writer: &Writer, ids: &[Seq]) -> Vec<Vec<Seq>> {
+    let mut runs: Vec<Vec<Seq>> = Vec::new();
+    let mut run = Vec::new();
+    let mut bytes = 0u64;
+    for id in ids {
+        let len = writer.dead.frame_len(*id).unwrap_or(0);
+        if !run.is_empty() && (run.len() >= REQUEUE_CHUNK || bytes + len > REQUEUE_CHUNK_BYTES) {
+            runs.push(std::mem::take(&mut run));
+            bytes = 0;
+        }
+        run.push(*id);
+        bytes += len;
+    }
+    if !run.is_empty() {
+        runs.push(run);
+    }
+    runs
 }
 
 #[cfg(test)]
@@ -419,6 +443,29 @@ mod tests {
         thread.join().expect("committer ends");
         assert!(dead_ids(&queue).is_empty());
         assert_eq!(payloads(&queue), ["d", "c"]);
+    }
+
+    #[test]
+    fn requeue_all_of_more_letters_than_a_chunk_keeps_their_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let queue = open(dir.path(), 1000);
+        let (store, thread) = committer(&queue);
+        let names: Vec<String> = (0..REQUEUE_CHUNK + 44).map(|i| format!("m{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        append(&store, &refs);
+        for q in queued(&queue) {
+            let reason = "refused".to_string();
+            let command = Command::DeadLetter { seq: q.seq, reason };
+            store.blocking_send(command).expect("committer alive");
+        }
+        barrier(&store);
+        assert_eq!(dead_ids(&queue).len(), names.len());
+        let decided = decide(&store, Action::Requeue, Which::All).expect("requeued");
+        drop(store);
+        thread.join().expect("committer ends");
+        assert_eq!(decided.len(), names.len());
+        assert_eq!(payloads(&queue), names);
+        assert!(dead_ids(&queue).is_empty());
     }
 
     #[test]
