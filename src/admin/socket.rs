@@ -335,6 +335,109 @@ mod tests {
         assert_eq!(group_id_in("coap2mqtt:x:notanumber:", "coap2mqtt"), None);
     }
 
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777
+    }
+
+    #[tokio::test]
+    async fn a_missing_directory_is_made_0750_and_the_socket_0660() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("run").join("admin.sock");
+        let _listener = bind(&path).await.expect("bound");
+        assert_eq!(mode(&dir.path().join("run")), 0o750);
+        assert_eq!(mode(&path), 0o660);
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_taken_over_but_a_live_one_is_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("admin.sock");
+        let first = bind(&path).await.expect("bound");
+        let refused = bind(&path).await.expect_err("someone answers there");
+        assert_eq!(refused.kind(), std::io::ErrorKind::AddrInUse);
+        drop(first); // the file stays, nobody answers: stale
+        assert!(path.exists());
+        let _second = bind(&path).await.expect("a stale socket is replaced");
+        assert!(UnixStream::connect(&path).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_socket_is_never_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("admin.sock");
+        std::fs::write(&path, "keep me").expect("write");
+        let refused = bind(&path).await.expect_err("not a socket");
+        assert_eq!(refused.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "keep me");
+    }
+
+    /// An admin socket over an empty store, and the committer's handle
+    /// (the socket holds only a weak one).
+    fn admin(dir: &Path) -> (AdminSocket<()>, crate::store::StoreHandle<()>) {
+        let limits = crate::store::Limits {
+            max_messages: 100,
+            max_bytes: 1 << 20,
+            on_full: crate::store::OnFull::Reject,
+        };
+        let queue = Queue::open(&dir.join("q"), limits).expect("opens").queue;
+        let (store, _thread) =
+            crate::store::spawn_committer::<()>(queue.clone(), 8, 8).expect("committer");
+        let socket = AdminSocket {
+            queue,
+            store: store.downgrade(),
+            path: dir.join("unused.sock"),
+        };
+        (socket, store)
+    }
+
+    async fn exchange(client: &mut UnixStream, line: &[u8]) -> Answer {
+        client.write_all(line).await.expect("send");
+        let mut answer = Vec::new();
+        let mut reader = BufReader::new(client);
+        reader.read_until(b'\n', &mut answer).await.expect("answer");
+        serde_json::from_slice(&answer).expect("an answer line")
+    }
+
+    #[tokio::test]
+    async fn garbage_is_refused_with_a_reason_and_the_connection_answers_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (socket, _store) = admin(dir.path());
+        let (mut client, server) = UnixStream::pair().expect("pair");
+        tokio::spawn(async move { socket.connection(server).await });
+        let garbage = exchange(&mut client, b"\xff\xfe{not json\n").await;
+        assert!(!garbage.ok);
+        let unknown = exchange(&mut client, b"{\"op\":\"purge\",\"ids\":[7]}\n").await;
+        assert!(unknown
+            .error
+            .expect("why")
+            .contains("no dead letter has id 7"));
+        let list = exchange(&mut client, b"{\"op\":\"list\"}\n").await;
+        assert_eq!(list.letters, Some(Vec::new()));
+    }
+
+    #[tokio::test]
+    async fn an_oversized_request_is_refused_and_the_connection_closed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (socket, _store) = admin(dir.path());
+        let (mut client, server) = UnixStream::pair().expect("pair");
+        let served = tokio::spawn(async move { socket.connection(server).await });
+        let huge = vec![b'x'; MAX_REQUEST + 10];
+        let answer = exchange(&mut client, &huge).await;
+        assert!(answer.error.expect("why").contains("at most"));
+        served.await.expect("the connection ended");
+    }
+
+    #[tokio::test]
+    async fn a_change_asked_while_the_store_is_gone_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (socket, store) = admin(dir.path());
+        drop(store);
+        let (mut client, server) = UnixStream::pair().expect("pair");
+        tokio::spawn(async move { socket.connection(server).await });
+        let answer = exchange(&mut client, b"{\"op\":\"requeue\",\"all\":true}\n").await;
+        assert!(answer.error.expect("why").contains("stopping"));
+    }
+
     #[test]
     fn long_id_lists_are_cut_in_log_lines() {
         let ids: Vec<u64> = (1..=25).collect();
