@@ -482,8 +482,6 @@ mod tests {
         "coap2mqtt_queue_dropped_oldest_total",
         "coap2mqtt_queue_lost_to_damage_total",
         "coap2mqtt_queue_failed_appends_total",
-        "coap2mqtt_queue_dead_letters_requeued_total",
-        "coap2mqtt_queue_dead_letters_purged_total",
         "coap2mqtt_store_commits_total",
         "coap2mqtt_store_commit_errors_total",
         "coap2mqtt_store_writable",
@@ -544,6 +542,24 @@ mod tests {
         for name in NAMES_OF_0_1 {
             assert!(exposed.contains(name), "{name} is gone from:\n{text}");
         }
+    }
+
+    #[test]
+    fn an_operators_requeues_and_purges_of_dead_letters_are_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = figures(dir.path());
+        let stats = m.queue.stats();
+        stats.dead_letters_requeued.store(3, Relaxed);
+        stats.dead_letters_purged.store(2, Relaxed);
+        let text = m.render();
+        assert!(
+            text.contains("coap2mqtt_queue_dead_letters_requeued_total 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("coap2mqtt_queue_dead_letters_purged_total 2\n"),
+            "{text}"
+        );
     }
 
     #[test]

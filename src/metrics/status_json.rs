@@ -105,3 +105,76 @@ pub(super) fn status_json(m: &Metrics, verdict: &Verdict) -> Value {
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Message, Qos};
+    use crate::metrics::Thresholds;
+    use crate::store::{spawn_committer, Command, Limits, OnFull, Queue};
+    use tokio::sync::{mpsc, oneshot};
+
+    /// A queue with one message queued and one dead (payload "secret").
+    fn queue_with_a_dead_letter(dir: &std::path::Path) -> Queue {
+        let limits = Limits {
+            max_messages: 100,
+            max_bytes: 1 << 20,
+            on_full: OnFull::Reject,
+        };
+        let queue = Queue::open(&dir.join("q"), limits).expect("opens").queue;
+        let (store, thread) = spawn_committer::<()>(queue.clone(), 8, 8).expect("committer");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        for topic in ["t/dead", "t/queued"] {
+            let command = Command::Append {
+                messages: vec![Message {
+                    topic: topic.into(),
+                    payload: b"secret".to_vec(),
+                    qos: Qos::AtLeastOnce,
+                    retain: false,
+                    meta: Default::default(),
+                }],
+                received_ms: now_ms(),
+                recall: Vec::new(),
+                receipt: (),
+                reply: tx.clone(),
+            };
+            store.blocking_send(command).expect("committer alive");
+            rx.blocking_recv().expect("stored");
+        }
+        let first = queue.reader().position();
+        let reason = "refused".to_string();
+        store
+            .blocking_send(Command::DeadLetter { seq: first, reason })
+            .expect("committer alive");
+        let (done, wait) = oneshot::channel();
+        store
+            .blocking_send(Command::Barrier(done))
+            .expect("committer alive");
+        wait.blocking_recv().expect("barrier");
+        drop(store);
+        thread.join().expect("committer ends");
+        queue
+    }
+
+    #[test]
+    fn the_page_gets_queue_uplink_and_the_newest_dead_letters_but_never_a_payload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Metrics::new(
+            queue_with_a_dead_letter(dir.path()),
+            || Some(0),
+            Thresholds::default(),
+        );
+        let (verdict, value) = m.status_json();
+        assert_eq!(value["health"]["healthy"], verdict.healthy());
+        assert_eq!(value["queue"]["messages"], 1);
+        assert_eq!(value["queue"]["stored"], 2);
+        assert!(value["queue"]["oldest_age_s"].is_number());
+        assert_eq!(value["uplink"]["state"], "starting");
+        assert_eq!(value["dead_letters"]["count"], 1);
+        let newest = &value["dead_letters"]["newest"][0];
+        assert_eq!(newest["topic"], "t/dead");
+        assert_eq!(newest["size"], 6);
+        assert_eq!(newest["reason"], "refused");
+        assert!(!value.to_string().contains("secret"), "{value}");
+    }
+}
