@@ -101,9 +101,15 @@ async fn bind(path: &Path) -> std::io::Result<UnixListener> {
 /// Gives `path` to the group [`GROUP`] when it exists and we may (root, or
 /// a member): best effort, the mode alone already keeps others out.
 fn set_group(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
     let Some(gid) = group_id(GROUP) else {
         return;
     };
+    // Under the packaged unit it is already the service's group (and the
+    // unit's system call filter refuses chown).
+    if std::fs::metadata(path).is_ok_and(|m| m.gid() == gid) {
+        return;
+    }
     if let Err(e) = std::os::unix::fs::chown(path, None, Some(gid)) {
         log::debug!(
             "admin: {} left in its group (not {GROUP}): {e}",

@@ -44,8 +44,9 @@ pub fn binary() -> PathBuf {
 pub const STORE_PLACEHOLDER: &str = "@STORE@";
 
 /// In a config string, stands for the daemon's admin socket, in its temp
-/// dir ([`Daemon::admin_socket`]); [`DaemonConfig`] always sets it, so that
-/// parallel test daemons never share the packaged default under /run.
+/// dir ([`Daemon::admin_socket`]); a config naming no admin socket gets
+/// this one, so that parallel test daemons never share the packaged
+/// default under /run.
 pub const ADMIN_SOCKET_PLACEHOLDER: &str = "@ADMIN_SOCKET@";
 
 /// How long the daemon may take to answer a CoAP ping after start.
@@ -315,9 +316,27 @@ pub fn run_binary(args: &[&str], timeout: Duration) -> RunOutcome {
 }
 
 /// The config with the store and admin socket placeholders replaced by
-/// paths in the daemon's directory `dir`.
+/// paths in the daemon's directory `dir`. A config that does not say where
+/// the admin socket goes gets it in `dir` too (`admin.socket` added after
+/// the `[admin]` header, or in an `[admin]` table at the end), so that no
+/// test daemon uses the packaged default under /run.
 fn fill_placeholders(config_toml: &str, dir: &Path) -> String {
-    config_toml
+    let mut config = config_toml.to_string();
+    let names_a_socket = config
+        .lines()
+        .any(|l| l.trim_start().starts_with("socket ") || l.trim_start().starts_with("socket="));
+    if !names_a_socket {
+        let key = format!("socket = \"{ADMIN_SOCKET_PLACEHOLDER}\"");
+        config = match config.lines().position(|l| l.trim() == "[admin]") {
+            Some(at) => {
+                let mut lines: Vec<&str> = config.lines().collect();
+                lines.insert(at + 1, &key);
+                lines.join("\n") + "\n"
+            }
+            None => format!("{config}\n[admin]\n{key}\n"),
+        };
+    }
+    config
         .replace(STORE_PLACEHOLDER, &dir.join("store").display().to_string())
         .replace(
             ADMIN_SOCKET_PLACEHOLDER,
