@@ -55,6 +55,12 @@ pub async fn spawn<R: Send + 'static>(
             let socket = AdminSocket { queue, store, path };
             tokio::spawn(socket.serve(listener, shutdown));
         }
+        // Outside the packaged unit, a user's daemon cannot write /run.
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => log::warn!(
+            "admin.socket {}: {e}; running without it (`coap2mqtt dead-letters` cannot reach \
+             the daemon): set admin.socket to a path this user may create, or \"\" to turn it off",
+            path.display()
+        ),
         Err(e) => log::error!(
             "admin.socket {}: {e}; running without it (`coap2mqtt dead-letters` cannot reach \
              the daemon)",
