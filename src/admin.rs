@@ -5,11 +5,21 @@
 //! - `GET /healthz`: 200 `healthy`, or 503 with the reasons, one per line:
 //!   the store cannot be written, or the pipeline is stalled.
 //! - `GET /status`: the figures for a person; 200 or 503 like `/healthz`.
+//! - `GET /status.json`: the same figures for a program (always 200; its
+//!   `health` says), with the newest dead letters' ids, topics and reasons.
+//! - `GET /`: the status page (`admin/page.html`, one self-contained file:
+//!   no external assets), which renders itself from `/status.json`.
 //!
-//! It has no authentication and serves only figures, never a message, a
-//! key or a password. It listens on the loopback interface by default.
+//! It has no authentication and serves only figures, never a message's
+//! payload, a key or a password: reading and changing the dead letters
+//! goes through the admin socket (`socket.rs`), which the file system
+//! guards. It listens on the loopback interface by default.
 //! Connections are few and short: each one is bounded in time, and only
 //! [`MAX_CONNECTIONS`] are served at once, so a scan cannot eat the daemon.
+
+pub mod dead_letters;
+pub mod protocol;
+pub mod socket;
 
 use crate::metrics::Metrics;
 use anyhow::Context;
@@ -51,7 +61,9 @@ pub async fn spawn(
     };
     match Admin::bind(addr, metrics).await {
         Ok(admin) => {
-            log::info!("admin: /metrics, /healthz and /status on http://{addr}");
+            log::info!(
+                "admin: status page, /metrics, /healthz, /status and /status.json on http://{addr}/"
+            );
             tokio::spawn(admin.serve(shutdown));
         }
         Err(e) => log::error!("{e:#}; running without /metrics, /healthz and /status"),
@@ -104,7 +116,13 @@ impl Admin {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
                     let metrics = metrics.clone();
-                    async move { Ok::<_, std::convert::Infallible>(answer(&metrics, &request)) }
+                    async move {
+                        let response = match request.uri().path() {
+                            "/status.json" if is_get(&request) => status_json(metrics).await,
+                            _ => answer(&metrics, &request),
+                        };
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
                 });
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -118,9 +136,29 @@ impl Admin {
     }
 }
 
+/// The status page: one file, its CSS and JavaScript inline.
+const STATUS_PAGE: &str = include_str!("admin/page.html");
+
+fn is_get<B>(request: &Request<B>) -> bool {
+    request.method() == Method::GET || request.method() == Method::HEAD
+}
+
+/// `/status.json`, read off the runtime (the newest dead letters come from
+/// disk, behind the store's writer lock).
+async fn status_json(metrics: Arc<Metrics>) -> Response<Full<Bytes>> {
+    match tokio::task::spawn_blocking(move || metrics.status_json().1).await {
+        Ok(value) => text(StatusCode::OK, value.to_string(), "application/json"),
+        Err(_) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the figures could not be read\n".into(),
+            "text/plain",
+        ),
+    }
+}
+
 /// The response to one request.
 fn answer<B>(metrics: &Metrics, request: &Request<B>) -> Response<Full<Bytes>> {
-    if request.method() != Method::GET && request.method() != Method::HEAD {
+    if !is_get(request) {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
             "only GET\n".into(),
@@ -170,9 +208,26 @@ fn answer<B>(metrics: &Metrics, request: &Request<B>) -> Response<Full<Bytes>> {
                 "text/plain",
             ),
         },
+        "/" => {
+            let mut page = text(
+                StatusCode::OK,
+                STATUS_PAGE.into(),
+                "text/html; charset=utf-8",
+            );
+            // Nothing but this page and this endpoint: no external assets,
+            // and a topic that looks like markup stays text.
+            page.headers_mut().insert(
+                hyper::header::CONTENT_SECURITY_POLICY,
+                hyper::header::HeaderValue::from_static(
+                    "default-src 'none'; style-src 'unsafe-inline'; \
+                     script-src 'unsafe-inline'; connect-src 'self'",
+                ),
+            );
+            page
+        }
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /metrics, /healthz, /status or /devices\n".into(),
+            "not found; try /, /metrics, /healthz, /status, /status.json or /devices\n".into(),
             "text/plain",
         ),
     }

@@ -174,6 +174,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     metrics.set_uplink(uplink.stats(), broker);
     let uplink_task = tokio::spawn(uplink.run(shutdown.clone()));
+    crate::admin::socket::spawn(
+        config.admin.socket.clone(),
+        queue.clone(),
+        store.downgrade(),
+        shutdown.clone(),
+    )
+    .await;
     drop(store);
     crate::admin::spawn(config.admin.listen, metrics.clone(), shutdown.clone()).await;
     tokio::spawn(crate::watchdog::run(metrics, shutdown.clone()));

@@ -62,6 +62,24 @@ enum Commands {
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         quiet_for: Option<std::time::Duration>,
     },
+    /// Dead letters: messages the broker kept refusing. List and show them,
+    /// put them back at the tail of the queue, or delete them, through the
+    /// daemon's admin socket (root and the group coap2mqtt only). Exit 0
+    /// when done, 1 when the daemon refused (e.g. an unknown id), 2 when it
+    /// cannot be reached.
+    DeadLetters {
+        #[command(subcommand)]
+        command: DeadLetterCommand,
+        /// The configuration file, for admin.socket.
+        #[arg(long, short, global = true, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The admin socket, instead of the config's admin.socket.
+        #[arg(long, global = true)]
+        socket: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Write the man page (roff) to stdout.
     #[command(hide = true)]
     Manpage,
@@ -96,6 +114,38 @@ enum PskCommand {
     List {
         #[command(flatten)]
         file: PskFileArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// Every dead letter, oldest first: id, when it died (UTC), payload
+    /// size, topic, why.
+    List,
+    /// One dead letter whole: its payload as text when it is UTF-8, else
+    /// in base64.
+    Show {
+        /// The dead letter's id, as `list` shows it.
+        id: u64,
+    },
+    /// Put dead letters back at the tail of the queue, to be published
+    /// again after everything already queued.
+    Requeue {
+        /// The ids of the dead letters.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<u64>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete dead letters for good.
+    Purge {
+        /// The ids of the dead letters.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<u64>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -156,6 +206,12 @@ fn main() -> ExitCode {
             Err(errors) => config_refused(&config, &errors),
         },
         Commands::Psk { command } => psk(command),
+        Commands::DeadLetters {
+            command,
+            config,
+            socket,
+            json,
+        } => dead_letters(command, &config, socket, json),
         Commands::Run { config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -255,6 +311,41 @@ fn psk(command: PskCommand) -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+    }
+}
+
+fn dead_letters(
+    command: DeadLetterCommand,
+    config: &Path,
+    socket: Option<PathBuf>,
+    json: bool,
+) -> ExitCode {
+    use coap2mqtt::admin::{dead_letters, protocol::Plan};
+    use coap2mqtt::store::{Action, Which};
+    let which = |ids: Vec<u64>, all: bool| match all {
+        true => Which::All,
+        false => Which::Ids(ids),
+    };
+    let plan = match command {
+        DeadLetterCommand::List => Plan::List {
+            limit: coap2mqtt::store::DEAD_LETTER_CAPACITY,
+        },
+        DeadLetterCommand::Show { id } => Plan::Show { id },
+        DeadLetterCommand::Requeue { ids, all } => Plan::Decide {
+            action: Action::Requeue,
+            which: which(ids, all),
+        },
+        DeadLetterCommand::Purge { ids, all } => Plan::Decide {
+            action: Action::Purge,
+            which: which(ids, all),
+        },
+    };
+    match dead_letters::socket_path(config, socket) {
+        Ok(path) => dead_letters::command(&path, plan, json),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
         }
     }
 }

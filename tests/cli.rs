@@ -148,8 +148,8 @@ fn status_reports_a_running_daemon_and_fails_without_one() {
     let mut config =
         DaemonConfig::new(free_udp_port(), broker.port()).route(RouteConfig::new("s/{d}", "t/{d}"));
     config.status_topic = Some(String::new());
-    let text = format!("{}\n[admin]\nlisten = \"{admin}\"\n", config.render());
-    let mut daemon = Daemon::start(&text);
+    config.admin_port = Some(admin.port());
+    let mut daemon = Daemon::start_config(&config);
     let admin_arg = admin.to_string();
     // Healthy once the uplink is up.
     let healthy = support::try_wait_until(WAIT, || {

@@ -80,8 +80,14 @@ fn sighup_applies_the_log_level_and_says_an_admin_change_needs_a_restart() {
     );
 
     let store = daemon.store_path().display().to_string();
-    let edited = with("[log]\nlevel = \"debug\"\n[admin]\nlisten = \"127.0.0.1:1\"")
-        .replace(support::daemon::STORE_PLACEHOLDER, &store);
+    let mut admin_moved = config.clone();
+    admin_moved.admin_port = Some(1);
+    let edited = format!("{}\n[log]\nlevel = \"debug\"\n", admin_moved.render())
+        .replace(support::daemon::STORE_PLACEHOLDER, &store)
+        .replace(
+            support::daemon::ADMIN_SOCKET_PLACEHOLDER,
+            &daemon.admin_socket().display().to_string(),
+        );
     std::fs::write(daemon.config_path(), edited).expect("rewrite config");
     hangup(&daemon);
     daemon.wait_for_log("reload: applied [log] level = DEBUG", WAIT);

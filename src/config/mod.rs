@@ -330,6 +330,10 @@ pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
     /// How many devices the device table keeps (`GET /devices`).
     pub max_devices: usize,
+    /// The Unix socket through which root and the members of the group
+    /// coap2mqtt read and change the dead letters; `None` when
+    /// `socket = ""` turns it off.
+    pub socket: Option<PathBuf>,
 }
 
 /// One `[[route]]` as written (methods and qos parsed). Validation compiled

@@ -54,7 +54,7 @@ const STORE_KEYS: &[&str] = &[
     "commit_max_batch",
 ];
 const LOG_KEYS: &[&str] = &["level"];
-const ADMIN_KEYS: &[&str] = &["listen", "max_devices"];
+const ADMIN_KEYS: &[&str] = &["listen", "max_devices", "socket"];
 
 /// Keys only a TLS connection uses.
 const TLS_KEYS: &[&str] = &["ca_file", "client_cert", "client_key", "alpn"];
@@ -677,8 +677,27 @@ fn admin(t: &Table, r: &mut Report) -> AdminConfig {
         .map_or(crate::devices::DEFAULT_MAX_DEVICES, |got| {
             got.value as usize
         });
+    let socket = match t.str("socket", r) {
+        None => Some(PathBuf::from(DEFAULT_ADMIN_SOCKET)),
+        Some(got) if got.value.is_empty() => None,
+        // sun_path holds 108 bytes, its NUL included.
+        Some(got) if got.value.len() > 107 => {
+            r.at(
+                &got,
+                "is longer than 107 bytes, the most a Unix socket's path can be; \
+                 choose a shorter path",
+            );
+            None
+        }
+        Some(got) => Some(PathBuf::from(got.value)),
+    };
     AdminConfig {
         listen,
         max_devices,
+        socket,
     }
 }
+
+/// Where the admin socket is unless `admin.socket` says otherwise: in the
+/// unit's RuntimeDirectory.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/coap2mqtt/admin.sock";

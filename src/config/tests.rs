@@ -1032,6 +1032,21 @@ fn admin_listens_on_loopback_by_default_and_empty_turns_it_off() {
 }
 
 #[test]
+fn the_admin_socket_is_in_the_runtime_directory_by_default_and_empty_turns_it_off() {
+    let default = valid(&with(&[]));
+    assert_eq!(
+        default.admin.socket,
+        Some(PathBuf::from("/run/coap2mqtt/admin.sock"))
+    );
+    let off = valid(&with(&["[admin]", "socket = \"\""]));
+    assert_eq!(off.admin.socket, None);
+    let elsewhere = valid(&with(&["[admin]", "socket = \"/tmp/a.sock\""]));
+    assert_eq!(elsewhere.admin.socket, Some(PathBuf::from("/tmp/a.sock")));
+    let long = format!("socket = \"/{}\"", "x".repeat(120));
+    assert!(problem(&with(&["[admin]", &long])).contains("longer than 107 bytes"));
+}
+
+#[test]
 fn admin_listen_must_be_an_address_and_port() {
     assert_eq!(
         problem(&with(&["[admin]", "listen = \"localhost:9464\""])),

@@ -18,11 +18,13 @@
 //! store records its commits in them), `transport.rs` (the per-task
 //! counters), `health.rs` (the verdict: wedged, degraded or healthy),
 //! `openmetrics.rs` (`/metrics`: one prometheus-client collector that reads
-//! all of the above at scrape time), `status.rs` (the report for a person).
+//! all of the above at scrape time), `status.rs` (the report for a person),
+//! `status_json.rs` (the same for the status page).
 
 mod health;
 mod openmetrics;
 mod status;
+mod status_json;
 mod transport;
 
 pub use crate::histogram::Histogram;
@@ -169,6 +171,14 @@ impl Metrics {
         let verdict = self.check();
         let text = status::status(self, &verdict);
         (verdict, text)
+    }
+
+    /// `/status.json`: the figures for the status page (reads the newest
+    /// dead letters from disk: call it off the async runtime).
+    pub fn status_json(&self) -> (Verdict, serde_json::Value) {
+        let verdict = self.check();
+        let value = status_json::status_json(self, &verdict);
+        (verdict, value)
     }
 
     /// `STATUS=` for systemd: one short line.

@@ -419,6 +419,16 @@ fn queue(e: &mut DescriptorEncoder, m: &Metrics) -> fmt::Result {
             "Messages refused because their commit failed.",
             &s.failed_appends,
         ),
+        (
+            "queue_dead_letters_requeued",
+            "Dead letters an operator put back at the tail of the queue.",
+            &s.dead_letters_requeued,
+        ),
+        (
+            "queue_dead_letters_purged",
+            "Dead letters an operator deleted.",
+            &s.dead_letters_purged,
+        ),
         ("store_commits", "Commit batches applied.", &s.commits),
         (
             "store_commit_errors",
@@ -620,6 +630,24 @@ mod tests {
         for name in NAMES_OF_0_1 {
             assert!(exposed.contains(name), "{name} is gone from:\n{text}");
         }
+    }
+
+    #[test]
+    fn an_operators_requeues_and_purges_of_dead_letters_are_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = figures(dir.path());
+        let stats = m.queue.stats();
+        stats.dead_letters_requeued.store(3, Relaxed);
+        stats.dead_letters_purged.store(2, Relaxed);
+        let text = m.render();
+        assert!(
+            text.contains("coap2mqtt_queue_dead_letters_requeued_total 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("coap2mqtt_queue_dead_letters_purged_total 2\n"),
+            "{text}"
+        );
     }
 
     #[test]

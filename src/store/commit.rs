@@ -20,6 +20,7 @@
 use super::frame::{DeadLetter, Stored};
 use super::ledger::Ledger;
 use super::log::Log;
+use super::operator::{self, Action, Decided, DecisionError, Which};
 use super::{lock, now_ms, OnFull, Queue, Reader, Seq, Writer};
 use crate::message::Message;
 use std::cell::Cell;
@@ -73,6 +74,13 @@ pub enum Command<R> {
         first: Seq,
         end: Seq,
         reason: String,
+    },
+    /// An operator's decision about dead letters (`operator.rs`): answered
+    /// once carried out, durably, or refused.
+    DeadLetters {
+        action: Action,
+        which: Which,
+        reply: tokio::sync::oneshot::Sender<Result<Vec<Decided>, DecisionError>>,
     },
     /// Answered once every command sent before it has been handled (applied
     /// or refused); makes nothing durable of its own. For callers that must
@@ -163,11 +171,7 @@ impl Committer {
     }
 
     fn ledger_mut(&self) -> std::sync::RwLockWriteGuard<'_, Ledger> {
-        self.queue
-            .inner
-            .ledger
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
+        self.queue.ledger_mut()
     }
 
     fn try_reopen(&self) {
@@ -200,6 +204,7 @@ impl Committer {
         let mut removals = Vec::new();
         let mut dead = Vec::new();
         let mut barriers = Vec::new();
+        let mut decisions = Vec::new();
         for command in commands.drain(..) {
             match command {
                 Command::Append {
@@ -234,6 +239,11 @@ impl Committer {
                     }
                     stats.lost_to_damage.fetch_add(lost, Ordering::Relaxed);
                 }
+                Command::DeadLetters {
+                    action,
+                    which,
+                    reply,
+                } => decisions.push((action, which, reply)),
                 Command::Barrier(done) => barriers.push(done),
             }
         }
@@ -242,6 +252,9 @@ impl Committer {
             None => {
                 for a in appends {
                     let _ = a.reply.send((a.receipt, AppendOutcome::Unavailable));
+                }
+                for (_, _, reply) in decisions {
+                    let _ = reply.send(Err(DecisionError::Unavailable));
                 }
                 true
             }
@@ -253,6 +266,11 @@ impl Committer {
                 stats.removed.fetch_add(removed as u64, Ordering::Relaxed);
                 let mut ok = self.dead_letter(writer, dead);
                 ok &= self.append(writer, appends);
+                // After the devices' appends of this batch: a requeued
+                // message goes behind everything already queued.
+                for (action, which, reply) in decisions {
+                    let _ = reply.send(operator::decide(&self.queue, writer, action, &which));
+                }
                 if removed > 0 && self.last_acks_written.get().elapsed() >= ACK_INTERVAL {
                     if let Err(e) = writer.log.write_acks(&self.ledger()) {
                         log::debug!("store: acks not written now: {e}");

@@ -152,12 +152,13 @@ impl DeadLetters {
     }
 
     /// Forgets the dead letters `seqs` (those there); returns how many.
-    #[allow(dead_code)] // for the operator's dead-letter commands
     pub fn forget(&mut self, seqs: &[Seq]) -> io::Result<usize> {
-        let known: Vec<Seq> = seqs
+        let wanted: HashSet<Seq> = seqs.iter().copied().collect();
+        let known: Vec<Seq> = self
+            .entries
             .iter()
-            .copied()
-            .filter(|s| self.entries.iter().any(|e| e.seq == *s))
+            .map(|e| e.seq)
+            .filter(|s| wanted.contains(s))
             .collect();
         if known.is_empty() {
             return Ok(0);
@@ -165,7 +166,7 @@ impl DeadLetters {
         let mut bytes = Vec::new();
         frame::frame(frame::KIND_FORGET, &frame::forget_body(&known), &mut bytes);
         self.write(&bytes)?;
-        self.entries.retain(|e| !known.contains(&e.seq));
+        self.entries.retain(|e| !wanted.contains(&e.seq));
         self.stale += known.len() + 1;
         self.compact_if_stale()?;
         Ok(known.len())
@@ -180,11 +181,45 @@ impl DeadLetters {
             .collect()
     }
 
+    /// Hands each of the oldest `limit` dead letters to `visit`, one at a
+    /// time: a list of thousands never holds their payloads at once.
+    pub fn visit(&self, limit: usize, mut visit: impl FnMut(DeadLetter)) {
+        for entry in self.entries.iter().take(limit) {
+            if let Ok(letter) = self.read(entry) {
+                visit(letter);
+            }
+        }
+    }
+
+    /// The newest `limit` dead letters, newest first.
+    pub fn newest(&self, limit: usize) -> Vec<DeadLetter> {
+        self.entries
+            .iter()
+            .rev()
+            .take(limit)
+            .filter_map(|e| self.read(e).ok())
+            .collect()
+    }
+
     /// One dead letter by its sequence number.
-    #[allow(dead_code)] // for the operator's dead-letter commands
     pub fn get(&self, seq: Seq) -> Option<DeadLetter> {
         let entry = self.entries.iter().find(|e| e.seq == seq)?;
         self.read(entry).ok()
+    }
+
+    /// Whether `seq` is a dead letter now.
+    pub fn contains(&self, seq: Seq) -> bool {
+        self.entries.iter().any(|e| e.seq == seq)
+    }
+
+    /// Every dead letter's sequence number, oldest first.
+    pub fn seqs(&self) -> Vec<Seq> {
+        self.entries.iter().map(|e| e.seq).collect()
+    }
+
+    /// The bytes `seq`'s frame takes (about its message's size), if known.
+    pub fn frame_len(&self, seq: Seq) -> Option<u64> {
+        self.entries.iter().find(|e| e.seq == seq).map(|e| e.len)
     }
 
     fn read(&self, entry: &Entry) -> io::Result<DeadLetter> {

@@ -32,6 +32,7 @@ pub mod frame;
 mod ledger;
 mod legacy;
 mod log;
+pub mod operator;
 mod reader;
 mod segment;
 mod stats;
@@ -40,6 +41,7 @@ pub(crate) use crate::clock::now_ms;
 pub use commit::{spawn_committer, AppendOutcome, Command, StoreHandle};
 pub use dead::DEAD_LETTER_CAPACITY;
 pub use frame::{DeadLetter, Stored};
+pub use operator::{Action, Decided, DecisionError, Which};
 pub use reader::Reader;
 pub use stats::{CommitStats, Stats};
 
@@ -336,6 +338,28 @@ impl Queue {
         }
     }
 
+    /// Hands each of the oldest `limit` dead letters to `visit`, oldest
+    /// first, one at a time (blocking file reads; the committer waits
+    /// meanwhile, so keep `visit` short).
+    pub fn visit_dead_letters(&self, limit: usize, visit: impl FnMut(DeadLetter)) {
+        if let Some(w) = lock(&self.inner.writer).as_ref() {
+            w.dead.visit(limit, visit);
+        }
+    }
+
+    /// The newest `limit` dead letters, newest first.
+    pub fn newest_dead_letters(&self, limit: usize) -> Vec<DeadLetter> {
+        match lock(&self.inner.writer).as_ref() {
+            Some(w) => w.dead.newest(limit),
+            None => Vec::new(),
+        }
+    }
+
+    /// One dead letter by its id (the sequence number it had in the queue).
+    pub fn dead_letter(&self, id: Seq) -> Option<DeadLetter> {
+        lock(&self.inner.writer).as_ref()?.dead.get(id)
+    }
+
     /// The recalls found at open (received ms, recall), oldest first, of
     /// requests received at or after `since_ms`. Taken once: a second call
     /// gets nothing.
@@ -347,6 +371,10 @@ impl Queue {
 
     fn ledger(&self) -> std::sync::RwLockReadGuard<'_, Ledger> {
         self.inner.ledger.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ledger_mut(&self) -> std::sync::RwLockWriteGuard<'_, Ledger> {
+        self.inner.ledger.write().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -19,6 +19,10 @@ pub struct Stats {
     pub dropped_oldest: AtomicU64,
     pub failed_appends: AtomicU64,
     pub dead_letters: AtomicU64,
+    /// Dead letters an operator put back in the queue.
+    pub dead_letters_requeued: AtomicU64,
+    /// Dead letters an operator let go.
+    pub dead_letters_purged: AtomicU64,
     /// Messages that could not be read back (damage on disk) and were
     /// retired as lost.
     pub lost_to_damage: AtomicU64,

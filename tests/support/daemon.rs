@@ -43,6 +43,12 @@ pub fn binary() -> PathBuf {
 /// In a config string, stands for the daemon's own store directory.
 pub const STORE_PLACEHOLDER: &str = "@STORE@";
 
+/// In a config string, stands for the daemon's admin socket, in its temp
+/// dir ([`Daemon::admin_socket`]); a config naming no admin socket gets
+/// this one, so that parallel test daemons never share the packaged
+/// default under /run.
+pub const ADMIN_SOCKET_PLACEHOLDER: &str = "@ADMIN_SOCKET@";
+
 /// How long the daemon may take to answer a CoAP ping after start.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -74,8 +80,7 @@ impl Daemon {
             .prefix("coap2mqtt-")
             .tempdir()
             .expect("create a temp dir for the daemon");
-        let store = dir.path().join("store");
-        let config = config_toml.replace(STORE_PLACEHOLDER, &store.display().to_string());
+        let config = fill_placeholders(config_toml, dir.path());
         let coap_addr = first_coap_listen(&config);
         let config_path = dir.path().join("coap2mqtt.toml");
         std::fs::write(&config_path, &config).expect("write the daemon config");
@@ -119,6 +124,11 @@ impl Daemon {
     /// The directory [`STORE_PLACEHOLDER`] stands for.
     pub fn store_path(&self) -> PathBuf {
         self.dir.path().join("store")
+    }
+
+    /// The path [`ADMIN_SOCKET_PLACEHOLDER`] stands for.
+    pub fn admin_socket(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -202,8 +212,7 @@ impl Daemon {
 
     /// Replaces the config (placeholder honoured) and restarts.
     pub fn restart_with(&mut self, config_toml: &str) {
-        let config =
-            config_toml.replace(STORE_PLACEHOLDER, &self.store_path().display().to_string());
+        let config = fill_placeholders(config_toml, self.dir.path());
         self.coap_addr = first_coap_listen(&config);
         std::fs::write(&self.config_path, &config).expect("write the daemon config");
         self.restart();
@@ -304,6 +313,35 @@ pub fn admin_get(port: u16, path: &str) -> (u16, String) {
 /// Runs the binary with any arguments (e.g. a config check) to completion.
 pub fn run_binary(args: &[&str], timeout: Duration) -> RunOutcome {
     run_with_timeout(BINARY, args, timeout)
+}
+
+/// The config with the store and admin socket placeholders replaced by
+/// paths in the daemon's directory `dir`. A config that does not say where
+/// the admin socket goes gets it in `dir` too (`admin.socket` added after
+/// the `[admin]` header, or in an `[admin]` table at the end), so that no
+/// test daemon uses the packaged default under /run.
+fn fill_placeholders(config_toml: &str, dir: &Path) -> String {
+    let mut config = config_toml.to_string();
+    let names_a_socket = config
+        .lines()
+        .any(|l| l.trim_start().starts_with("socket ") || l.trim_start().starts_with("socket="));
+    if !names_a_socket {
+        let key = format!("socket = \"{ADMIN_SOCKET_PLACEHOLDER}\"");
+        config = match config.lines().position(|l| l.trim() == "[admin]") {
+            Some(at) => {
+                let mut lines: Vec<&str> = config.lines().collect();
+                lines.insert(at + 1, &key);
+                lines.join("\n") + "\n"
+            }
+            None => format!("{config}\n[admin]\n{key}\n"),
+        };
+    }
+    config
+        .replace(STORE_PLACEHOLDER, &dir.join("store").display().to_string())
+        .replace(
+            ADMIN_SOCKET_PLACEHOLDER,
+            &dir.join("admin.sock").display().to_string(),
+        )
 }
 
 fn append(path: &Path, text: &str) {
@@ -536,11 +574,12 @@ impl DaemonConfig {
         root.insert("coap".into(), Value::Table(coap));
         root.insert("mqtt".into(), Value::Table(mqtt));
         root.insert("store".into(), Value::Table(store));
+        let mut admin = Table::new();
         if let Some(port) = self.admin_port {
-            let mut admin = Table::new();
             admin.insert("listen".into(), format!("127.0.0.1:{port}").into());
-            root.insert("admin".into(), Value::Table(admin));
         }
+        admin.insert("socket".into(), ADMIN_SOCKET_PLACEHOLDER.into());
+        root.insert("admin".into(), Value::Table(admin));
         if !routes.is_empty() {
             root.insert("route".into(), Value::Array(routes));
         }

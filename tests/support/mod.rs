@@ -13,6 +13,7 @@
 
 pub mod broker;
 pub mod certs;
+pub mod chromium;
 pub mod coap;
 pub mod coap_cli;
 pub mod coap_client;
