@@ -51,7 +51,7 @@ fn the_status_page_renders_the_daemons_real_figures_in_a_browser() {
     let admin = free_tcp_port();
     let coap = free_udp_port();
     let mut config = DaemonConfig::new(coap, broker.port())
-        .route(RouteConfig::new("s/{area}/{d}", "t/{area}/{d}"));
+        .route(RouteConfig::new("s/{area}/{device}", "t/{area}/{device}"));
     config.admin_port = Some(admin);
     let daemon = Daemon::start_config(&config);
     for (path, payload) in [("s/ok/a", "1"), ("s/denied/<i>x", "2"), ("s/ok/c", "3")] {
@@ -99,8 +99,15 @@ fn the_status_page_renders_the_daemons_real_figures_in_a_browser() {
         dom.contains("t/denied/&lt;i&gt;x"),
         "the dead letter's topic, escaped:\n{dom}"
     );
-    // /devices is not served by this daemon: the page says so.
-    assert!(dom.contains("device table not available"), "{dom}");
+    // The device table: six devices; the busiest and quietest lists hold
+    // names as text (one is "<i>x"), never markup.
+    assert_eq!(
+        text_of(&dom, "devices-known"),
+        "6 device(s) in the table (at most 10000)"
+    );
+    assert!(dom.contains("id=\"devices-busiest\""), "{dom}");
+    assert!(dom.contains("<td>&lt;i&gt;x</td>"), "a device's name, escaped:\n{dom}");
+    assert!(dom.contains("<td>queued2</td>"), "{dom}");
 
     let png = scratch.path().join("status-page.png");
     chromium::screenshot(&url, BUDGET, &png, 1200, 900, scratch.path());
