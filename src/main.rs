@@ -83,6 +83,13 @@ enum Commands {
     /// Write the man page (roff) to stdout.
     #[command(hide = true)]
     Manpage,
+    /// Write the shell completions for bash, zsh or fish to stdout (the
+    /// package installs them).
+    #[command(hide = true)]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Manage the DTLS pre-shared keys of devices.
     Psk {
         #[command(subcommand)]
@@ -183,6 +190,15 @@ fn main() -> ExitCode {
             json,
             quiet_for,
         } => coap2mqtt::admin::devices_command(&config, admin, json, quiet_for),
+        Commands::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "coap2mqtt",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
         Commands::Manpage => {
             let man = clap_mangen::Man::new(Cli::command());
             match man.render(&mut std::io::stdout()) {

@@ -240,7 +240,14 @@ in_box systemd-analyze verify --man=no /usr/lib/systemd/system/coap2mqtt.service
   fail "systemd-analyze verify: $(cat "$log/verify.txt")"
 [ -s "$log/verify.txt" ] && fail "systemd-analyze verify is not clean: $(cat "$log/verify.txt")"
 in_box test -s /usr/share/man/man1/coap2mqtt.1.gz || fail "no man page"
-pass "systemd-analyze verify: clean; man page installed"
+for f in /usr/share/bash-completion/completions/coap2mqtt /usr/share/zsh/vendor-completions/_coap2mqtt \
+  /usr/share/fish/vendor_completions.d/coap2mqtt.fish \
+  /usr/share/doc/coap2mqtt/monitoring/grafana-dashboard.json /usr/share/doc/coap2mqtt/monitoring/alerts.yml; do
+  in_box test -s "$f" || fail "the package has no $f"
+done
+in_box grep -q 'dead-letters' /usr/share/bash-completion/completions/coap2mqtt ||
+  fail "the bash completion does not know the dead-letters command"
+pass "systemd-analyze verify: clean; man page, bash/zsh/fish completions and the monitoring files installed"
 perm=$(in_box stat -c '%U:%G %a' /etc/coap2mqtt/psk.toml)
 [ "$perm" = "root:coap2mqtt 640" ] || fail "psk.toml is $perm, expected root:coap2mqtt 640"
 pass "psk.toml is $perm"
@@ -291,6 +298,18 @@ in_box journalctl --no-pager -u coap2mqtt -g 'reload: routes unchanged' -q >/dev
   fail "systemctl reload: no 'reload:' line in the journal"
 [ "$(in_box systemctl is-active coap2mqtt)" = active ] || fail "not active after reload"
 pass "systemctl reload: the config read again, still active"
+
+# --- a broken edit: ExecStartPre's check-config stops the restart ------------
+in_box cp /etc/coap2mqtt/coap2mqtt.toml /root/good.toml
+in_box sh -c 'printf "\n[gateway]\nidd = \"typo\"\n" >>/etc/coap2mqtt/coap2mqtt.toml'
+in_box systemctl restart coap2mqtt >/dev/null 2>&1 && fail "systemctl restart succeeded with a broken config"
+in_box systemctl status coap2mqtt --no-pager -l >"$log/broken-status.txt" 2>&1 || true
+grep -q 'coap2mqtt.toml:[0-9]*' "$log/broken-status.txt" ||
+  fail "systemctl status does not name the file and line: $(tail -5 "$log/broken-status.txt")"
+in_box cp /root/good.toml /etc/coap2mqtt/coap2mqtt.toml
+in_box systemctl restart coap2mqtt
+wait_active 40 || fail "not active after the config was fixed"
+pass "a broken edit: restart refused by check-config, $(grep -o 'coap2mqtt.toml:[0-9]*[^ ]*' "$log/broken-status.txt" | head -1) in systemctl status; fixed, active again"
 
 # --- SIGKILL: restarted, queue intact ---------------------------------------
 stop_broker

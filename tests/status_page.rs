@@ -106,7 +106,10 @@ fn the_status_page_renders_the_daemons_real_figures_in_a_browser() {
         "6 device(s) in the table (at most 10000)"
     );
     assert!(dom.contains("id=\"devices-busiest\""), "{dom}");
-    assert!(dom.contains("<td>&lt;i&gt;x</td>"), "a device's name, escaped:\n{dom}");
+    assert!(
+        dom.contains("<td>&lt;i&gt;x</td>"),
+        "a device's name, escaped:\n{dom}"
+    );
     assert!(dom.contains("<td>queued2</td>"), "{dom}");
 
     let png = scratch.path().join("status-page.png");
