@@ -5,6 +5,7 @@
 
 pub mod coap;
 pub mod harness;
+pub mod hello;
 pub mod link;
 pub mod load;
 pub mod report;

@@ -214,6 +214,28 @@ fn rows(r: &Results) -> Vec<Row> {
             .target("within 15% of raw", c.ratio() >= 0.85),
         );
     }
+    if let Some(f) = r.dtls.as_ref().and_then(|d| d.flood.as_ref()) {
+        let growth = f.rss_after.saturating_sub(f.rss_before) as f64 / 1e6;
+        rows.push(
+            row(
+                "Spoofed ClientHellos from distinct sources, one real DTLS device posting meanwhile",
+                format!(
+                    "{} hellos in {:.1} s: RSS {:.1} -> {:.1} MB (+{:.2} MB); the device {} of {} answered",
+                    f.hellos,
+                    f.seconds,
+                    f.rss_before as f64 / 1e6,
+                    f.rss_after as f64 / 1e6,
+                    growth,
+                    f.device_ok,
+                    f.device_sent
+                ),
+            )
+            .target(
+                "<= 2 MB growth, device served",
+                growth <= 2.0 && f.device_ok > 0 && f.device_ok == f.device_sent,
+            ),
+        );
+    }
     if let Some(c) = &r.commands {
         rows.push(
             row(

@@ -298,6 +298,20 @@ pub struct DtlsPhase {
     /// Kind "DTLS CON", closed loop, one session per device.
     pub throughput: Vec<ThroughputPoint>,
     pub idle: Vec<IdleSessions>,
+    pub flood: Option<HelloFlood>,
+}
+
+/// Spoofed ClientHellos from distinct sources against a DTLS daemon while
+/// one real device posts.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HelloFlood {
+    pub hellos: u32,
+    pub seconds: f64,
+    pub rss_before: u64,
+    pub rss_after: u64,
+    /// The real device: requests answered 2.04, and sent.
+    pub device_ok: u64,
+    pub device_sent: u64,
 }
 
 /// One fresh DTLS daemon holding `sessions` idle sessions.

@@ -718,6 +718,56 @@ fn commands_phase(ctx: &Ctx, broker: &Broker, sub: &Subscriber) -> anyhow::Resul
     Ok(phase)
 }
 
+/// 100,000 spoofed ClientHellos, each from its own source, against a fresh
+/// DTLS daemon while one real DTLS device posts CON: what the flood costs
+/// in RSS, and whether the device is served.
+fn hello_flood(ctx: &Ctx, broker: &Broker) -> anyhow::Result<HelloFlood> {
+    const HELLOS: u32 = 100_000;
+    say(&format!(
+        "{HELLOS} spoofed ClientHellos from distinct sources, one real DTLS device posting"
+    ));
+    let (mut daemon, dtls) = dtls_daemon(ctx, broker.port, "daemon-flood")?;
+    let pid = daemon.pid().context("daemon pid")?;
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_before = rss_bytes(pid).unwrap_or(0);
+    let started = Instant::now();
+    let flood = std::thread::spawn(move || coap2mqtt_bench::hello::flood(dtls, HELLOS));
+    let device = ctx.load(&[
+        ("--target", dtls.to_string()),
+        ("--devices", "1".to_string()),
+        ("--duration", "5".to_string()),
+        ("--payload", ctx.settings.payload_bytes.to_string()),
+        ("--path-prefix", "bench/flooddevice".to_string()),
+        ("--psk-identity-prefix", PSK_PREFIX.to_string()),
+        ("--psk-key-hex", PSK_HEX.to_string()),
+    ])?;
+    let sent = flood
+        .join()
+        .map_err(|_| anyhow::anyhow!("the flood thread panicked"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_after = rss_bytes(pid).unwrap_or(0);
+    let f = HelloFlood {
+        hellos: sent,
+        seconds,
+        rss_before,
+        rss_after,
+        device_ok: device.ok,
+        device_sent: device.sent,
+    };
+    say(&format!(
+        "  {} hellos in {:.1} s; RSS {:.1} -> {:.1} MB; the device: {} of {} answered 2.04",
+        f.hellos,
+        f.seconds,
+        rss_before as f64 / 1e6,
+        rss_after as f64 / 1e6,
+        f.device_ok,
+        f.device_sent
+    ));
+    daemon.stop();
+    Ok(f)
+}
+
 /// The deduplication table's heap per entry, from its own binary.
 fn dedup_footprint(ctx: &Ctx) -> Option<DedupFootprint> {
     let bin = ctx.load_bin.with_file_name("dedup-footprint");
@@ -815,6 +865,8 @@ fn dtls_phase(ctx: &Ctx, broker: &Broker, sub: &Subscriber) -> anyhow::Result<Dt
     }
     daemon.stop();
     drop(daemon);
+
+    phase.flood = Some(hello_flood(ctx, broker)?);
 
     for sessions in IDLE_SESSIONS {
         let (mut daemon, dtls) = dtls_daemon(ctx, broker.port, &format!("daemon-idle-{sessions}"))?;
