@@ -87,6 +87,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (routes_tx, routes) = watch::channel(Arc::new(config.router()));
     let (shutdown_tx, shutdown) = watch::channel(false);
 
+    let devices = crate::devices::shared(config.admin.max_devices);
+    metrics.set_devices(devices.clone());
+
     // Commands to devices, when there are command tables: the mailbox is
     // rebuilt from its journal before any device can ask.
     let (results_tx, results_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -105,6 +108,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 results_tx,
             )
             .with_context(|| format!("commands: cannot open the journal {}", journal.display()))?;
+            let table = devices.clone();
+            let service = service.knowing(move |device| {
+                table
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .knows(device)
+            });
             Some(Arc::new(service))
         }
     };
@@ -118,8 +128,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
 
     // One CoAP server (and so one exchange) per socket, whatever the transport.
-    let devices = crate::devices::shared(config.admin.max_devices);
-    metrics.set_devices(devices.clone());
     let listeners = Listeners {
         devices,
         commands: commands.clone(),

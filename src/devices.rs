@@ -131,6 +131,11 @@ impl DeviceTable {
         }
     }
 
+    /// True when the device is in the table (does not count as a use).
+    pub fn knows(&self, name: &str) -> bool {
+        self.devices.contains(name)
+    }
+
     /// `admin.max_devices`.
     pub fn capacity(&self) -> usize {
         self.devices.cap().get()

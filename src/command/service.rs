@@ -135,6 +135,8 @@ struct State {
 }
 
 pub struct Service {
+    /// Whether the gateway has heard from a device (the device table).
+    known: Box<dyn Fn(&str) -> bool + Send + Sync>,
     settings: Settings,
     state: Mutex<State>,
     results: mpsc::UnboundedSender<Published>,
@@ -169,6 +171,7 @@ impl Service {
             );
         }
         Ok(Service {
+            known: Box::new(|_| true),
             settings,
             state: Mutex::new(State {
                 mailbox,
@@ -178,6 +181,13 @@ impl Service {
             results,
             counters: Counters::default(),
         })
+    }
+
+    /// Tells the service which devices the gateway has heard from, so a
+    /// command for one it has not is reported as such (and still kept).
+    pub fn knowing(mut self, known: impl Fn(&str) -> bool + Send + Sync + 'static) -> Service {
+        self.known = Box::new(known);
+        self
     }
 
     /// The MQTT filters to subscribe to.
@@ -307,7 +317,18 @@ impl Service {
             state.mailbox.pending(&command.device) + 1
         );
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
-        self.publish(&command, Status::Queued, &Detail::default());
+        let reason = (!(self.known)(&command.device)).then(|| {
+            "the gateway has not heard from this device (since it started); the command waits for it until it expires"
+                .to_string()
+        });
+        self.publish(
+            &command,
+            Status::Queued,
+            &Detail {
+                reason,
+                ..Detail::default()
+            },
+        );
         state.mailbox.offer(command);
         Ok(Intake::Queued(id))
     }
@@ -573,6 +594,29 @@ mod tests {
         drop(s);
         let (s, _) = service(dir.path(), Limits::default());
         assert_eq!(s.pending(), (1, Some(0)), "1 ended for good; 2 pending");
+    }
+
+    #[test]
+    fn a_command_for_a_device_never_heard_from_is_kept_and_said_so() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, mut rx) = service(dir.path(), Limits::default());
+        let s = s.knowing(|device| device == "v1");
+        s.intake(publish("cmd/gw/v1/x", b"1"), 0).expect("io");
+        s.intake(publish("cmd/gw/ghost/x", b"2"), 0).expect("io");
+        let reasons: Vec<serde_json::Value> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|p| {
+                serde_json::from_slice::<serde_json::Value>(&p.payload).expect("json")["reason"]
+                    .clone()
+            })
+            .collect();
+        assert_eq!(reasons[0], serde_json::Value::Null);
+        assert!(
+            reasons[1]
+                .as_str()
+                .is_some_and(|r| r.contains("not heard from")),
+            "{reasons:?}"
+        );
+        assert_eq!(s.pending().0, 2, "kept all the same");
     }
 
     #[test]
