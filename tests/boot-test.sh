@@ -222,6 +222,12 @@ metric() {
   curl -sf "http://127.0.0.1:$ADMIN/metrics" | awk -v m="coap2mqtt_$1" '$1 == m {print $2}'
 }
 main_pid() { in_box systemctl show -p MainPID --value coap2mqtt; }
+# Whether the unit's journal has a line matching $1. Read whole first: with
+# pipefail, `journalctl | grep -q` fails when grep stops reading early.
+journal_has() {
+  in_box journalctl --no-pager -u coap2mqtt >"$log/journal-now.txt" 2>&1 || true
+  grep -q -- "$1" "$log/journal-now.txt"
+}
 restarts() { in_box systemctl show -p NRestarts --value coap2mqtt; }
 wait_active() {
   for _ in $(seq 1 "$1"); do
@@ -266,7 +272,7 @@ subscribe
 in_box systemctl restart coap2mqtt
 wait_active 40 || fail "coap2mqtt is not active: $(in_box systemctl status coap2mqtt --no-pager 2>&1 | tail -5)"
 pass "unit active; $(in_box systemctl show -p StatusText --value coap2mqtt)"
-in_box journalctl --no-pager -u coap2mqtt | grep -q 'plain CoAP .* is served on loopback only' ||
+journal_has 'plain CoAP .* is served on loopback only' ||
   fail "no start-up line saying plain CoAP is on loopback only"
 pass "plain CoAP on loopback only, said at start"
 user=$(in_box ps -o user= -p "$(main_pid)")
@@ -341,7 +347,7 @@ for _ in $(seq 1 60); do
   sleep 0.5
 done
 [ "$(main_pid)" != "$before" ] || fail "a stopped daemon was not restarted"
-in_box journalctl --no-pager -u coap2mqtt | grep -q 'Watchdog timeout' ||
+journal_has 'Watchdog timeout' ||
   fail "restarted, but not by the watchdog"
 pass "SIGSTOP: the watchdog restarted it (pid $before -> $(main_pid))"
 
@@ -369,7 +375,7 @@ in_box cp -r /root/queue-0.1 /var/lib/coap2mqtt/coap2mqtt-queue
 in_box chown -R coap2mqtt:coap2mqtt /var/lib/coap2mqtt/coap2mqtt-queue
 in_box systemctl start coap2mqtt
 wait_active 40 || fail "not active on a 0.1 queue: $(in_box systemctl status coap2mqtt --no-pager 2>&1 | tail -5)"
-in_box journalctl --no-pager -u coap2mqtt | grep -q 'converted the coap2mqtt 0.1 store: 60 queued messages' ||
+journal_has 'converted the coap2mqtt 0.1 store: 60 queued messages' ||
   fail "the 0.1 queue was not converted: $(in_box journalctl --no-pager -u coap2mqtt | tail -5)"
 received "^old/d[012] v01-[0-9]+$" 60 45 || fail "after the conversion the broker got $(grep -c '^old/' "$log/received.txt") of 60"
 pass "a 0.1 queue (sled) converted in place: 60 messages delivered"
