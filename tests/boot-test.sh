@@ -309,8 +309,14 @@ pass "systemctl reload: the config read again, still active"
 in_box cp /etc/coap2mqtt/coap2mqtt.toml /root/good.toml
 in_box sh -c 'printf "\n[gateway]\nidd = \"typo\"\n" >>/etc/coap2mqtt/coap2mqtt.toml'
 in_box systemctl restart coap2mqtt >/dev/null 2>&1 && fail "systemctl restart succeeded with a broken config"
-in_box systemctl status coap2mqtt --no-pager -l >"$log/broken-status.txt" 2>&1 || true
-grep -q 'coap2mqtt.toml:[0-9]*' "$log/broken-status.txt" ||
+# systemctl status shows the unit's last journal lines once journald has
+# them; Restart=on-failure keeps trying (and failing) every RestartSec.
+for _ in $(seq 1 20); do
+  in_box systemctl status coap2mqtt --no-pager -l -n 20 >"$log/broken-status.txt" 2>&1 || true
+  grep -q 'coap2mqtt.toml:[0-9]' "$log/broken-status.txt" && break
+  sleep 0.5
+done
+grep -q 'coap2mqtt.toml:[0-9]' "$log/broken-status.txt" ||
   fail "systemctl status does not name the file and line: $(tail -5 "$log/broken-status.txt")"
 in_box cp /root/good.toml /etc/coap2mqtt/coap2mqtt.toml
 in_box systemctl restart coap2mqtt
