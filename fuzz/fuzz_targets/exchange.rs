@@ -1,12 +1,14 @@
 //! Datagrams from several peers through the CoAP exchange, with the store
 //! answering each message it is handed: nothing may panic, every table stays
-//! within its bound, and every reply is a well-formed CoAP message.
+//! within its bound, and every reply is a well-formed CoAP message; also
+//! the command mailbox's answers and commands riding on a 2.04.
 //!
 //! Input framing (so one input is a whole conversation): repeated
 //! `peer: u8, advance_ms: u8, outcome: u8, len: u16 BE, datagram[len]`.
 //! The seed corpus holds real libcoap requests in this framing.
 #![no_main]
 
+use coap2mqtt::coap::mailbox::{Carried, MailboxAnswer};
 use coap2mqtt::coap::{Exchange, ExchangeConfig, Peer, Step, StoreOutcome};
 use coap2mqtt::message::Qos;
 use coap2mqtt::route::{Method, Payload, Route, RouteSpec, Router};
@@ -57,6 +59,8 @@ fuzz_target!(|data: &[u8]| {
         full_retry_after_s: 30,
         // Below max_payload plus a topic: the packet-size refusal is reached.
         max_packet_size: 2048,
+        // Requests under cmd/ go to the command mailbox.
+        mailbox: Some("cmd".into()),
     };
     let mut exchange = Exchange::new(config, 0x1234);
     let router = router();
@@ -87,7 +91,27 @@ fuzz_target!(|data: &[u8]| {
                     assert!(!message.topic.contains(['+', '#', '\0']));
                     assert!(!message.meta.translated || serde_json::from_slice::<serde_json::Value>(&message.payload).is_ok());
                 }
-                exchange.on_stored(ticket, outcome, now)
+                // Now and then a command rides on the 2.04 (piggyback).
+                let carried = (rest.len() % 2 == 0).then(|| Carried {
+                    id: rest.len() as u64,
+                    resource: "config/interval".into(),
+                    payload: datagram.to_vec(),
+                });
+                exchange.on_stored_carrying(ticket, outcome, now, carried)
+            }
+            Step::Mailbox { ticket, request } => {
+                assert!(!request.device().is_empty());
+                let answer = match rest.len() % 4 {
+                    0 => MailboxAnswer::Command(Carried {
+                        id: u64::from(rest.first().copied().unwrap_or(0)),
+                        resource: String::from_utf8_lossy(datagram).into_owned(),
+                        payload: datagram.to_vec(),
+                    }),
+                    1 => MailboxAnswer::Empty,
+                    2 => MailboxAnswer::Recorded,
+                    _ => MailboxAnswer::Forbidden,
+                };
+                exchange.on_mailbox(ticket, answer)
             }
             Step::Ignore(_) => None,
         };
