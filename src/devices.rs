@@ -94,7 +94,7 @@ impl DeviceTable {
     /// Records one sighting at `now_ms`.
     pub fn record(&mut self, sighting: &Sighting, now_ms: u64) {
         let name = sighting.name();
-        if !self.devices.contains(&name) {
+        if self.devices.peek(&name).is_none() {
             let fresh = Device {
                 name: name.clone(),
                 identity: sighting.peer.identity.as_deref().map(str::to_string),
@@ -110,6 +110,7 @@ impl DeviceTable {
                 self.evicted += 1;
             }
         }
+        // get_mut also makes it the most recently used.
         let Some(device) = self.devices.get_mut(&name) else {
             return;
         };
