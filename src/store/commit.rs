@@ -33,6 +33,16 @@ use tokio::sync::mpsc;
 const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
 /// Ack frames are written at most this often when no batch carries them.
 const ACK_INTERVAL: Duration = Duration::from_millis(200);
+/// Under load, devices answered by one commit send again together, and
+/// the first of them would otherwise start a commit of its own while the
+/// rest are still on their way: commits then alternate between a few
+/// messages and most of them, and each small one costs a sync and a page
+/// written. So when the last commit took at least `LINGER_AFTER` commands
+/// and fewer than half as many are waiting, the committer waits `LINGER`
+/// (a fraction of one sync) before it writes. A quiet gateway, whose
+/// commits are small, never waits.
+const LINGER_AFTER: usize = 8;
+const LINGER: Duration = Duration::from_micros(100);
 
 /// What the committer tells an appender.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +123,7 @@ pub fn spawn_committer<R: Send + 'static>(
             };
             let mut batch = Vec::with_capacity(max_batch);
             let mut next_reopen = Instant::now();
+            let mut usual_batch = 0;
             loop {
                 if !committer.has_writer() {
                     if Instant::now() >= next_reopen {
@@ -134,17 +145,27 @@ pub fn spawn_committer<R: Send + 'static>(
                         None => break,
                     }
                 }
-                while batch.len() < max_batch {
-                    match rx.try_recv() {
-                        Ok(cmd) => batch.push(cmd),
-                        Err(_) => break,
-                    }
+                drain(&mut rx, &mut batch, max_batch);
+                if batch.len() < usual_batch / 2 && usual_batch >= LINGER_AFTER {
+                    std::thread::sleep(LINGER);
+                    drain(&mut rx, &mut batch, max_batch);
                 }
+                usual_batch = (3 * usual_batch + batch.len()) / 4;
                 committer.commit(&mut batch);
             }
             committer.finish();
         })?;
     Ok((tx, thread))
+}
+
+/// Takes what is waiting, up to `max_batch` in all.
+fn drain<R>(rx: &mut mpsc::Receiver<Command<R>>, batch: &mut Vec<Command<R>>, max_batch: usize) {
+    while batch.len() < max_batch {
+        match rx.try_recv() {
+            Ok(cmd) => batch.push(cmd),
+            Err(_) => break,
+        }
+    }
 }
 
 struct Committer {

@@ -25,6 +25,9 @@
 //!   reason | message` (a message as in a batch, with `received_ms` whole).
 //! - **forget** (dead-letter file): `n: varint | n x seq: u64`, dead letters
 //!   removed by an operator.
+//! - **padding**: zeros up to the next page boundary after a commit, so
+//!   that the next commit starts on a fresh page (see `log.rs`). Readers
+//!   skip it like any kind they do not know, so 0.2.0 reads it too.
 //!
 //! Hand-written because it is small, must be read by every later version of
 //! the daemon (a queue survives upgrades), and no crate offers this framing
@@ -48,6 +51,9 @@ pub const KIND_BATCH: u8 = 1;
 pub const KIND_ACK: u8 = 2;
 pub const KIND_DEAD: u8 = 3;
 pub const KIND_FORGET: u8 = 4;
+pub const KIND_PADDING: u8 = 5;
+/// The page size padding aligns to: the kernel's, on every target we build.
+pub const PAGE: u64 = 4096;
 
 const FLAG_QOS1: u8 = 1;
 const FLAG_RETAIN: u8 = 2;
@@ -121,6 +127,28 @@ pub fn frame(kind: u8, body: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(body);
 }
 
+/// Appends a padding frame to `out` (whose first byte lies at `start` in
+/// the file) so that it ends on a page boundary, when that wastes no more
+/// bytes than `out` already holds: the page holding the end of a commit is
+/// written anyway, and a commit that starts on a fresh page dirties one
+/// page fewer than one that starts in the last commit's page, which was
+/// clean since its sync. Small commits (one message at a quiet time) share
+/// pages and pad nothing, so the disk holds at most twice the data.
+pub fn pad_to_page(start: u64, out: &mut Vec<u8>) {
+    let end = start + out.len() as u64;
+    let mut padding = (PAGE - end % PAGE) % PAGE;
+    // The padding frame needs its header: when that does not fit in what
+    // is left of this page, it fills the next one too.
+    if padding != 0 && padding < FRAME_HEADER as u64 {
+        padding += PAGE;
+    }
+    if padding == 0 || padding > out.len() as u64 {
+        return;
+    }
+    let zeros = vec![0u8; padding as usize - FRAME_HEADER];
+    frame(KIND_PADDING, &zeros, out);
+}
+
 /// A frame's header read from the start of `bytes`: (kind, body length).
 /// The CRC is checked by [`open_frame`], which needs the body.
 pub fn read_header(bytes: &[u8]) -> Result<(u8, usize, u32), FrameError> {
@@ -187,7 +215,7 @@ fn put_message(out: &mut Vec<u8>, m: &Stored, time: u64) {
     if !m.recall.is_empty() {
         flags |= FLAG_RECALL;
     }
-    let properties = encode_meta(&m.message.meta);
+    let properties = encode_meta(&m.message.meta, &m.message.topic);
     if !properties.is_empty() {
         flags |= FLAG_PROPERTIES;
     }
@@ -213,14 +241,20 @@ const TAG_EXPIRY: u8 = 4;
 const TAG_TRANSLATED: u8 = 5;
 /// MQTT 5 Correlation Data, raw bytes.
 const TAG_CORRELATION: u8 = 6;
+/// Present (empty) instead of `TAG_COAP_PATH` when the path is the topic,
+/// as it often is (`resource = "s/{device}"`, `topic = "s/{device}"`): the
+/// bytes of every message count, on disk and in flash writes.
+const TAG_PATH_IS_TOPIC: u8 = 7;
 
-fn encode_meta(meta: &Meta) -> Vec<u8> {
+fn encode_meta(meta: &Meta, topic: &str) -> Vec<u8> {
     let mut out = Vec::new();
     let mut put = |tag: u8, value: &[u8]| {
         out.push(tag);
         put_bytes(&mut out, value);
     };
-    if !meta.coap_path.is_empty() {
+    if meta.coap_path == topic && !topic.is_empty() {
+        put(TAG_PATH_IS_TOPIC, &[]);
+    } else if !meta.coap_path.is_empty() {
         put(TAG_COAP_PATH, meta.coap_path.as_bytes());
     }
     if let Some(identity) = &meta.identity {
@@ -241,7 +275,7 @@ fn encode_meta(meta: &Meta) -> Vec<u8> {
     out
 }
 
-fn decode_meta(bytes: &[u8]) -> Result<Meta, FrameError> {
+fn decode_meta(bytes: &[u8], topic: &str) -> Result<Meta, FrameError> {
     let mut r = Reader(bytes);
     let mut meta = Meta::default();
     while !r.0.is_empty() {
@@ -266,6 +300,7 @@ fn decode_meta(bytes: &[u8]) -> Result<Meta, FrameError> {
             }
             TAG_TRANSLATED => meta.translated = true,
             TAG_CORRELATION => meta.correlation = Some(value.to_vec()),
+            TAG_PATH_IS_TOPIC => meta.coap_path = topic.to_string(),
             _ => {}
         }
     }
@@ -339,7 +374,7 @@ fn read_message(r: &mut Reader<'_>, base: Option<u64>) -> Result<Stored, FrameEr
         false => Vec::new(),
     };
     let meta = match flags & FLAG_PROPERTIES != 0 {
-        true => decode_meta(r.bytes()?)?,
+        true => decode_meta(r.bytes()?, &topic)?,
         false => Meta::default(),
     };
     Ok(Stored {
@@ -572,6 +607,19 @@ mod tests {
         };
         messages[2].message.meta.content_format = Some(0);
         messages[3].message.meta.translated = true;
+        // A path that is the topic is written as a mark, not twice.
+        messages[0].message.meta.coap_path = messages[0].message.topic.clone();
+        let twice = batch_body(7, &messages).len();
+        messages[0].message.meta.coap_path.push('x');
+        let mut bytes = Vec::new();
+        frame(KIND_BATCH, &batch_body(7, &messages), &mut bytes);
+        let path_len = messages[0].message.topic.len();
+        assert_eq!(
+            bytes.len() - FRAME_HEADER,
+            twice + path_len + 1,
+            "path written whole"
+        );
+        messages[0].message.meta.coap_path.pop();
         let mut bytes = Vec::new();
         frame(KIND_BATCH, &batch_body(7, &messages), &mut bytes);
         let (_, body, _) = open_frame(&bytes).expect("frame");
@@ -636,6 +684,38 @@ mod tests {
     fn forget_round_trips_and_refuses_an_impossible_count() {
         assert_eq!(decode_forget(&forget_body(&[3, 9])), Ok(vec![3, 9]));
         assert!(decode_forget(&[0xff, 0xff, 0x03]).is_err());
+    }
+
+    #[test]
+    fn a_commit_is_padded_to_the_page_end_only_when_that_wastes_no_more_than_it_holds() {
+        let commit = |len: usize| vec![7u8; len];
+        // 3,000 bytes at 1,000: the page ends 96 bytes later; padded.
+        let mut out = commit(3000);
+        pad_to_page(1000, &mut out);
+        assert_eq!((1000 + out.len() as u64) % PAGE, 0);
+        let (kind, body, used) = open_frame(&out[3000..]).expect("a whole frame");
+        assert_eq!((kind, used), (KIND_PADDING, 96));
+        assert!(body.iter().all(|&b| b == 0));
+        // A small commit at the start of a page: 4,000 bytes would be
+        // wasted for 100; left as it is.
+        let mut out = commit(100);
+        pad_to_page(PAGE, &mut out);
+        assert_eq!(out.len(), 100);
+        // Ending 5 bytes before the boundary: the padding frame's header
+        // does not fit, so it fills the next page as well.
+        let mut out = commit(2 * PAGE as usize - 5);
+        pad_to_page(0, &mut out);
+        assert_eq!(out.len() as u64, 3 * PAGE);
+        let pad = &out[2 * PAGE as usize - 5..];
+        assert_eq!(open_frame(pad).expect("frame").0, KIND_PADDING);
+        // That is more than the commit held when it is small.
+        let mut out = commit(20);
+        pad_to_page(PAGE - 25, &mut out);
+        assert_eq!(out.len(), 20);
+        // Already at the boundary: nothing.
+        let mut out = commit(PAGE as usize);
+        pad_to_page(0, &mut out);
+        assert_eq!(out.len() as u64, PAGE);
     }
 
     #[test]

@@ -241,14 +241,17 @@ impl Log {
             .last()
             .is_some_and(|s| s.end_seq > s.first_seq);
         let roll = has_batches && self.written + batch.len() as u64 > self.segment_bytes;
-        let new_segment = if roll {
-            Some(self.roll_and_append(first, &acks, &batch)?)
+        let (new_segment, batch_offset) = if roll {
+            let (meta, at) = self.roll_and_append(first, &acks, &batch)?;
+            (Some(meta), at)
         } else {
             let mut bytes = Vec::with_capacity(batch.len() + 32);
             if acks != self.last_acks {
                 frame::frame(frame::KIND_ACK, &acks.encode(), &mut bytes);
             }
+            let at = self.written + bytes.len() as u64;
             bytes.extend_from_slice(&batch);
+            frame::pad_to_page(self.written, &mut bytes);
             if let Err(e) = self.write_and_sync(&bytes) {
                 // Best effort: nothing after the durable end may stay, or
                 // the next batch would land behind garbage.
@@ -256,14 +259,14 @@ impl Log {
                 self.written = active_len;
                 return Err(e);
             }
-            None
+            (None, at)
         };
         self.last_acks = acks;
         Ok(Appended {
             new_segment,
             first,
             end: first + messages.len() as u64,
-            batch_offset: self.written - batch.len() as u64,
+            batch_offset,
             len: self.written,
             newest_ms: messages.iter().map(|m| m.received_ms).max().unwrap_or(0),
         })
@@ -282,11 +285,13 @@ impl Log {
         first: Seq,
         acks: &Acks,
         batch: &[u8],
-    ) -> io::Result<SegmentMeta> {
+    ) -> io::Result<(SegmentMeta, u64)> {
         self.active.sync_data()?;
         let (file, header_len) = segment::create(&self.dir, first, acks)?;
+        let mut bytes = batch.to_vec();
+        frame::pad_to_page(header_len, &mut bytes);
         let written = file
-            .write_all_at(batch, header_len)
+            .write_all_at(&bytes, header_len)
             .and_then(|()| file.sync_data())
             .and_then(|()| sync_dir(&self.dir));
         if let Err(e) = written {
@@ -294,14 +299,15 @@ impl Log {
             return Err(e);
         }
         self.active = file;
-        self.written = header_len + batch.len() as u64;
-        Ok(SegmentMeta {
+        self.written = header_len + bytes.len() as u64;
+        let meta = SegmentMeta {
             first_seq: first,
             end_seq: first,
             len: header_len,
             newest_ms: 0,
             index: Vec::new(),
-        })
+        };
+        Ok((meta, header_len))
     }
 
     /// Writes an ack frame when the acks changed since the last one, not

@@ -462,6 +462,37 @@ fn a_torn_tail_is_cut_at_open_and_everything_before_it_kept() {
 }
 
 #[test]
+fn commits_that_fill_a_page_are_padded_to_its_end_and_everything_reads_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let q = open(dir.path(), roomy());
+        let (cmds, _rx) = appends(0..3_000);
+        run(&q, cmds);
+        assert_eq!(payloads(&q).len(), 3_000);
+    }
+    // The frames as they lie: some padding, and every batch that follows
+    // padding starts on a fresh page.
+    let mut padded = 0;
+    for entry in std::fs::read_dir(dir.path().join("q/segments")).expect("segments") {
+        let file = std::fs::File::open(entry.expect("entry").path()).expect("open");
+        let scan = segment::scan(&file, |_| {}).expect("scan");
+        assert!(scan.stopped.is_none() && scan.damaged.is_empty());
+        for pair in scan.frames.windows(2) {
+            if let [segment::FrameInfo::Other, segment::FrameInfo::Batch { offset, .. }] = pair {
+                padded += 1;
+                assert_eq!(offset % frame::PAGE, 0, "a batch after padding at {offset}");
+            }
+        }
+    }
+    assert!(padded > 0, "no commit was padded");
+    let reopened = open(dir.path(), roomy());
+    assert_eq!(
+        payloads(&reopened),
+        (0..3_000).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn segments_roll_and_the_disk_is_given_back_after_a_drain() {
     let dir = tempfile::tempdir().expect("tempdir");
     // 64 KiB: segments of 8 KiB; 3,000 messages take about 40 KiB. Received
