@@ -18,6 +18,7 @@
 
 use crate::coap::exchange::Peer;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -46,12 +47,13 @@ pub enum Event {
 }
 
 impl Sighting {
-    /// The name the device is listed under.
-    pub fn name(&self) -> String {
+    /// The name the device is listed under (borrowed when it has one: the
+    /// table is told of every request, and looks it up without allocating).
+    pub fn name(&self) -> Cow<'_, str> {
         match (&self.peer.identity, &self.device) {
-            (Some(identity), _) => identity.to_string(),
-            (None, Some(device)) => device.to_string(),
-            (None, None) => self.peer.addr.to_string(),
+            (Some(identity), _) => Cow::Borrowed(identity),
+            (None, Some(device)) => Cow::Borrowed(device),
+            (None, None) => Cow::Owned(self.peer.addr.to_string()),
         }
     }
 }
@@ -76,6 +78,28 @@ pub struct Device {
     pub pending_commands: Option<usize>,
 }
 
+impl Device {
+    /// Counts what it did.
+    fn saw(&mut self, sighting: &Sighting, now_ms: u64) {
+        self.last_address = sighting.peer.addr;
+        self.last_seen_ms = self.last_seen_ms.max(now_ms);
+        match sighting.event {
+            Event::Stored { messages, bytes } => {
+                self.messages_stored += u64::from(messages);
+                self.bytes_stored += bytes;
+            }
+            Event::Refused {
+                code: (class, detail),
+            } => {
+                *self
+                    .refusals
+                    .entry(format!("{class}.{detail:02}"))
+                    .or_default() += 1;
+            }
+        }
+    }
+}
+
 /// The bounded table; see the module doc.
 pub struct DeviceTable {
     devices: lru::LruCache<String, Device>,
@@ -94,41 +118,25 @@ impl DeviceTable {
     /// Records one sighting at `now_ms`.
     pub fn record(&mut self, sighting: &Sighting, now_ms: u64) {
         let name = sighting.name();
-        if self.devices.peek(&name).is_none() {
-            let fresh = Device {
-                name: name.clone(),
-                identity: sighting.peer.identity.as_deref().map(str::to_string),
-                last_address: sighting.peer.addr,
-                first_seen_ms: now_ms,
-                last_seen_ms: now_ms,
-                messages_stored: 0,
-                bytes_stored: 0,
-                refusals: BTreeMap::new(),
-                pending_commands: None,
-            };
-            if self.devices.push(name.clone(), fresh).is_some() {
-                self.evicted += 1;
-            }
-        }
         // get_mut also makes it the most recently used.
-        let Some(device) = self.devices.get_mut(&name) else {
+        if let Some(device) = self.devices.get_mut(name.as_ref()) {
+            device.saw(sighting, now_ms);
             return;
+        }
+        let mut fresh = Device {
+            name: name.to_string(),
+            identity: sighting.peer.identity.as_deref().map(str::to_string),
+            last_address: sighting.peer.addr,
+            first_seen_ms: now_ms,
+            last_seen_ms: now_ms,
+            messages_stored: 0,
+            bytes_stored: 0,
+            refusals: BTreeMap::new(),
+            pending_commands: None,
         };
-        device.last_address = sighting.peer.addr;
-        device.last_seen_ms = device.last_seen_ms.max(now_ms);
-        match sighting.event {
-            Event::Stored { messages, bytes } => {
-                device.messages_stored += u64::from(messages);
-                device.bytes_stored += bytes;
-            }
-            Event::Refused {
-                code: (class, detail),
-            } => {
-                *device
-                    .refusals
-                    .entry(format!("{class}.{detail:02}"))
-                    .or_default() += 1;
-            }
+        fresh.saw(sighting, now_ms);
+        if self.devices.push(name.into_owned(), fresh).is_some() {
+            self.evicted += 1;
         }
     }
 

@@ -169,6 +169,11 @@ pub struct Drain {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Memory {
     pub rss_idle: u64,
+    /// Of `rss_idle`: the process's own memory (heap, stacks) and the
+    /// pages of files it maps (its binary and libraries; shared, clean,
+    /// and the kernel's to drop under pressure).
+    pub rss_idle_anon: u64,
+    pub rss_idle_file: u64,
     pub rss_full_load: u64,
     pub ready_empty_s: f64,
 }

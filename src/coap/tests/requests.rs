@@ -384,7 +384,7 @@ fn sightings_name_the_device_by_capture_or_identity_or_address_once_decided() {
     let refused: Vec<(String, Event)> = h
         .exchange
         .take_sightings()
-        .map(|s| (s.name(), s.event))
+        .map(|s| (s.name().into_owned(), s.event))
         .collect();
     assert_eq!(
         refused,
