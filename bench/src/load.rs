@@ -181,6 +181,10 @@ pub struct LoadReport {
     /// From a command's publish (the time in its payload) to its arrival.
     #[serde(default)]
     pub command_latency_us: Latency,
+    /// CPU time (user + system) the load generator itself used, in µs;
+    /// filled in by the bench driver, which ran it.
+    #[serde(default)]
+    pub cpu_us: u64,
 }
 
 #[derive(Default)]
@@ -357,6 +361,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<LoadReport> {
         connect_s,
         commands_received: shared.commands.load(Ordering::Relaxed),
         command_latency_us: Latency::of(&hc),
+        cpu_us: 0,
     })
 }
 

@@ -37,11 +37,12 @@ const ACK_INTERVAL: Duration = Duration::from_millis(200);
 /// the first of them would otherwise start a commit of its own while the
 /// rest are still on their way: commits then alternate between a few
 /// messages and most of them, and each small one costs a sync and a page
-/// written. So when the last commit took at least `LINGER_AFTER` commands
-/// and fewer than half as many are waiting, the committer waits `LINGER`
-/// (a fraction of one sync) before it writes. A quiet gateway, whose
-/// commits are small, never waits.
-const LINGER_AFTER: usize = 8;
+/// written. So when commits have lately taken at least `LINGER_AFTER`
+/// commands (a moving average) and fewer than half as many are waiting,
+/// the committer waits `LINGER` (a fraction of one sync) before it
+/// writes. A gateway whose commits are small (quiet, or a few hundred
+/// devices at a moderate rate) never waits.
+const LINGER_AFTER: usize = 16;
 const LINGER: Duration = Duration::from_micros(100);
 
 /// What the committer tells an appender.

@@ -847,6 +847,7 @@ fn dtls_phase(ctx: &Ctx, broker: &Broker, sub: &Subscriber) -> anyhow::Result<Dt
         let mut runs = Vec::new();
         for r in 0..s.repeats {
             let run_name = format!("dtls{c}r{r}");
+            let marks = (daemon.pid().map(Mark::now), broker.pid().map(Mark::now));
             let rep = ctx.load(&[
                 ("--target", dtls.to_string()),
                 ("--devices", c.to_string()),
@@ -856,7 +857,10 @@ fn dtls_phase(ctx: &Ctx, broker: &Broker, sub: &Subscriber) -> anyhow::Result<Dt
                 ("--psk-identity-prefix", PSK_PREFIX.to_string()),
                 ("--psk-key-hex", PSK_HEX.to_string()),
             ])?;
-            runs.push(ctx.e2e(sub, &run_name, rep));
+            let mut run = ctx.e2e(sub, &run_name, rep);
+            run.daemon_cpu_us = marks.0.map_or(0, |m| m.since().cpu_us);
+            run.broker_cpu_us = marks.1.map_or(0, |m| m.since().cpu_us);
+            runs.push(run);
         }
         let point = ThroughputPoint::of("DTLS CON", c, runs);
         say(&format!(
@@ -1176,14 +1180,18 @@ impl Ctx {
                 cmd.arg(v);
             }
         }
+        let before = children_cpu_us();
         let out = cmd.output().context("running coap-load")?;
+        let cpu_us = children_cpu_us().saturating_sub(before);
         anyhow::ensure!(
             out.status.success(),
             "coap-load {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-        Ok(serde_json::from_value(v["report"].clone())?)
+        let mut report: LoadReport = serde_json::from_value(v["report"].clone())?;
+        report.cpu_us = cpu_us;
+        Ok(report)
     }
 
     /// Waits for the subscriber to see run `name`'s messages and combines
@@ -1214,4 +1222,16 @@ impl Ctx {
             load,
         }
     }
+}
+
+/// CPU time (user + system) of this process's waited-for children so far,
+/// in µs: the load generator's, around one run of it.
+fn children_cpu_us() -> u64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return 0;
+    }
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    us(usage.ru_utime) + us(usage.ru_stime)
 }
