@@ -190,6 +190,29 @@ fn rows(r: &Results) -> Vec<Row> {
                 .compared_with(format!("{broker:.1} µs (broker)"), daemon / broker)
                 .target("<= 1.2x the broker's", daemon <= 1.2 * broker),
             );
+            // Everything that runs per message on this machine's two
+            // cores, and what it would take at the MQTT ceiling's rate.
+            let per = |f: &dyn Fn(&crate::results::E2eRun) -> u64| {
+                median(
+                    &con.runs
+                        .iter()
+                        .map(|run| f(run) as f64 / run.delivered.max(1) as f64)
+                        .collect::<Vec<_>>(),
+                )
+            };
+            let load = per(&|run| run.load.cpu_us);
+            let subscriber = per(&|run| run.subscriber_cpu_us);
+            let all = daemon + broker + load + subscriber;
+            let ceiling = r.ceilings.mqtt_median;
+            rows.push(row(
+                "CPU per delivered message, CON 64 concurrent, every process (daemon; broker; load generator; subscriber)",
+                format!(
+                    "{daemon:.1}; {broker:.1}; {load:.1}; {subscriber:.1} µs = {all:.1} µs: {:.2} cores at the MQTT ceiling's {}, on a {}-core machine",
+                    all * ceiling / 1e6,
+                    rate(ceiling),
+                    r.machine.nproc
+                ),
+            ));
         }
         let written = median(
             &con.runs

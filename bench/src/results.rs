@@ -95,6 +95,10 @@ pub struct E2eRun {
     pub daemon_cpu_us: u64,
     pub broker_cpu_us: u64,
     pub daemon_write_bytes: u64,
+    /// CPU time of the bench driver during the run: its MQTT subscriber,
+    /// which counts every delivered message (throughput runs only).
+    #[serde(default)]
+    pub subscriber_cpu_us: u64,
 }
 
 impl E2eRun {

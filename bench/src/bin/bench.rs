@@ -290,6 +290,7 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
                 let run_name = format!("{}{c}r{r}", kind.to_lowercase());
                 let drops_before = udp_rcvbuf_errors();
                 let marks = (Mark::now(pid), broker.pid().map(Mark::now));
+                let driver = Mark::now(std::process::id());
                 let rep = ctx.load(&[
                     ("--target", daemon.coap_addr().to_string()),
                     ("--devices", c.to_string()),
@@ -304,6 +305,7 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
                 run.daemon_cpu_us = daemon_usage.cpu_us;
                 run.daemon_write_bytes = daemon_usage.write_bytes;
                 run.broker_cpu_us = marks.1.map_or(0, |m| m.since().cpu_us);
+                run.subscriber_cpu_us = driver.since().cpu_us;
                 runs.push(run);
             }
             let point = ThroughputPoint::of(kind, c, runs);
@@ -1219,6 +1221,7 @@ impl Ctx {
             daemon_cpu_us: 0,
             broker_cpu_us: 0,
             daemon_write_bytes: 0,
+            subscriber_cpu_us: 0,
             load,
         }
     }
