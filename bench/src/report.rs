@@ -48,7 +48,7 @@ impl Row {
     /// A ceiling that is not a rate: `ceiling` already says its unit.
     fn compared_with(mut self, ceiling: String, ratio: f64) -> Row {
         self.ceiling = ceiling;
-        self.ratio = format!("{:.2}x", ratio);
+        self.ratio = format!("{:.3}x", ratio);
         self
     }
 
