@@ -3,7 +3,7 @@
 //! The section sits between two marker comments so the hand-written text
 //! around it survives every run.
 
-use crate::results::{median, Results, ThroughputPoint};
+use crate::results::{median, E2eRun, Results, ThroughputPoint};
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -62,18 +62,20 @@ impl Row {
 /// The daemon's and the load generator's median CPU per message at a
 /// throughput point: `25.3 µs; 9.1 µs`.
 fn cpu_split(p: &ThroughputPoint) -> String {
-    let per = |f: &dyn Fn(&crate::results::E2eRun) -> u64| {
-        median(
-            &p.runs
-                .iter()
-                .map(|run| f(run) as f64 / run.delivered.max(1) as f64)
-                .collect::<Vec<_>>(),
-        )
-    };
     format!(
         "{:.1} µs; {:.1} µs",
-        per(&|run| run.daemon_cpu_us),
-        per(&|run| run.load.cpu_us)
+        per_message(p, |run| run.daemon_cpu_us),
+        per_message(p, |run| run.load.cpu_us)
+    )
+}
+
+/// The median over a point's runs of `of(run)` per delivered message.
+fn per_message(p: &ThroughputPoint, of: impl Fn(&E2eRun) -> u64) -> f64 {
+    median(
+        &p.runs
+            .iter()
+            .map(|run| of(run) as f64 / run.delivered.max(1) as f64)
+            .collect::<Vec<_>>(),
     )
 }
 
@@ -192,16 +194,8 @@ fn rows(r: &Results) -> Vec<Row> {
             );
             // Everything that runs per message on this machine's two
             // cores, and what it would take at the MQTT ceiling's rate.
-            let per = |f: &dyn Fn(&crate::results::E2eRun) -> u64| {
-                median(
-                    &con.runs
-                        .iter()
-                        .map(|run| f(run) as f64 / run.delivered.max(1) as f64)
-                        .collect::<Vec<_>>(),
-                )
-            };
-            let load = per(&|run| run.load.cpu_us);
-            let subscriber = per(&|run| run.subscriber_cpu_us);
+            let load = per_message(con, |run| run.load.cpu_us);
+            let subscriber = per_message(con, |run| run.subscriber_cpu_us);
             let all = daemon + broker + load + subscriber;
             let ceiling = r.ceilings.mqtt_median;
             rows.push(row(
