@@ -40,8 +40,9 @@ const ACK_INTERVAL: Duration = Duration::from_millis(200);
 /// written. So when commits have lately taken at least `LINGER_AFTER`
 /// commands (a moving average) and fewer than half as many are waiting,
 /// the committer waits `LINGER` (a fraction of one sync) before it
-/// writes. A gateway whose commits are small (quiet, or a few hundred
-/// devices at a moderate rate) never waits.
+/// writes. A quiet gateway, whose commits are small, never waits; 256
+/// devices at 15,556/s (the benchmark's 50% point) made 2-5% fewer commits
+/// with it, their p99 unchanged beyond the runs' spread.
 const LINGER_AFTER: usize = 16;
 const LINGER: Duration = Duration::from_micros(100);
 
@@ -124,7 +125,7 @@ pub fn spawn_committer<R: Send + 'static>(
             };
             let mut batch = Vec::with_capacity(max_batch);
             let mut next_reopen = Instant::now();
-            let mut usual_batch = 0;
+            let mut linger = Linger::default();
             loop {
                 if !committer.has_writer() {
                     if Instant::now() >= next_reopen {
@@ -147,16 +148,34 @@ pub fn spawn_committer<R: Send + 'static>(
                     }
                 }
                 drain(&mut rx, &mut batch, max_batch);
-                if batch.len() < usual_batch / 2 && usual_batch >= LINGER_AFTER {
+                if linger.wait_for_more(batch.len()) {
                     std::thread::sleep(LINGER);
                     drain(&mut rx, &mut batch, max_batch);
                 }
-                usual_batch = (3 * usual_batch + batch.len()) / 4;
+                linger.committed(batch.len());
                 committer.commit(&mut batch);
             }
             committer.finish();
         })?;
     Ok((tx, thread))
+}
+
+/// Whether to wait for more commands before a commit (see [`LINGER`]).
+#[derive(Debug, Default)]
+struct Linger {
+    /// Commands per commit lately: a moving average (3/4 the old, 1/4 the
+    /// newest).
+    usual: usize,
+}
+
+impl Linger {
+    fn wait_for_more(&self, waiting: usize) -> bool {
+        self.usual >= LINGER_AFTER && waiting < self.usual / 2
+    }
+
+    fn committed(&mut self, commands: usize) {
+        self.usual = (3 * self.usual + commands) / 4;
+    }
 }
 
 /// Takes what is waiting, up to `max_batch` in all.
@@ -593,4 +612,34 @@ fn estimated_size(stored: &[Stored]) -> u64 {
                 as u64
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Linger;
+
+    #[test]
+    fn the_committer_lingers_only_when_commits_have_been_large_and_few_commands_wait() {
+        let mut linger = Linger::default();
+        assert!(!linger.wait_for_more(0), "a fresh committer writes at once");
+        // Commits of about 7 (a few hundred devices at a moderate rate).
+        for _ in 0..50 {
+            linger.committed(7);
+        }
+        assert!(!linger.wait_for_more(1));
+        // 64 devices in a closed loop: commits of about 40.
+        for _ in 0..50 {
+            linger.committed(40);
+        }
+        assert!(linger.wait_for_more(3), "a few waiting after large commits");
+        assert!(
+            !linger.wait_for_more(25),
+            "half or more of the usual is there"
+        );
+        // Back to quiet: after a few small commits it stops waiting.
+        for _ in 0..20 {
+            linger.committed(1);
+        }
+        assert!(!linger.wait_for_more(1));
+    }
 }

@@ -609,14 +609,14 @@ mod tests {
         messages[3].message.meta.translated = true;
         // A path that is the topic is written as a mark, not twice.
         messages[0].message.meta.coap_path = messages[0].message.topic.clone();
-        let twice = batch_body(7, &messages).len();
+        let marked = batch_body(7, &messages).len();
         messages[0].message.meta.coap_path.push('x');
         let mut bytes = Vec::new();
         frame(KIND_BATCH, &batch_body(7, &messages), &mut bytes);
         let path_len = messages[0].message.topic.len();
         assert_eq!(
             bytes.len() - FRAME_HEADER,
-            twice + path_len + 1,
+            marked + path_len + 1,
             "path written whole"
         );
         messages[0].message.meta.coap_path.pop();

@@ -464,19 +464,62 @@ fn a_torn_tail_is_cut_at_open_and_everything_before_it_kept() {
 #[test]
 fn commits_that_fill_a_page_are_padded_to_its_end_and_everything_reads_back() {
     let dir = tempfile::tempdir().expect("tempdir");
+    // Messages of about 60 bytes, so that a commit of 64 fills more than
+    // half a page and every full commit is padded.
+    let payload = |i: usize| format!("m{i:050}");
+    let all = |range: std::ops::Range<usize>| range.map(payload).collect::<Vec<_>>();
+    // The segment index's (segment, first seq of a batch, its offset).
+    let indexed: Vec<(Seq, Seq, u64)>;
     {
         let q = open(dir.path(), roomy());
-        let (cmds, _rx) = appends(0..3_000);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let cmds = (0..8_000)
+            .map(|i| Command::Append {
+                messages: vec![Message {
+                    payload: payload(i).into_bytes(),
+                    ..message(i)
+                }],
+                received_ms: now_ms(),
+                recall: Vec::new(),
+                receipt: i,
+                reply: tx.clone(),
+            })
+            .collect();
         run(&q, cmds);
-        assert_eq!(payloads(&q).len(), 3_000);
+        assert_eq!(payloads(&q), all(0..8_000));
+        indexed = q
+            .ledger()
+            .segments
+            .iter()
+            .flat_map(|s| s.index.iter().map(move |&(seq, at)| (s.first_seq, seq, at)))
+            .collect();
+        // A reader that starts in the middle seeks from those offsets.
+        let retired: Vec<_> = seqs(&q)[..7_000]
+            .iter()
+            .map(|&s| Command::Remove(s))
+            .collect();
+        run(&q, retired);
+        assert_eq!(payloads(&q), all(7_000..8_000));
     }
-    // The frames as they lie: some padding, and every batch that follows
-    // padding starts on a fresh page.
+    // The frames as they lie: some padding, every batch that follows
+    // padding starts on a fresh page, and the index points at batches.
     let mut padded = 0;
+    let mut batches = Vec::new();
     for entry in std::fs::read_dir(dir.path().join("q/segments")).expect("segments") {
-        let file = std::fs::File::open(entry.expect("entry").path()).expect("open");
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+        let segment_first = segment::parse_name(name).expect("a segment name");
+        let file = std::fs::File::open(&path).expect("open");
         let scan = segment::scan(&file, |_| {}).expect("scan");
         assert!(scan.stopped.is_none() && scan.damaged.is_empty());
+        for f in &scan.frames {
+            if let segment::FrameInfo::Batch {
+                first_seq, offset, ..
+            } = f
+            {
+                batches.push((segment_first, *first_seq, *offset));
+            }
+        }
         for pair in scan.frames.windows(2) {
             if let [segment::FrameInfo::Other, segment::FrameInfo::Batch { offset, .. }] = pair {
                 padded += 1;
@@ -485,11 +528,17 @@ fn commits_that_fill_a_page_are_padded_to_its_end_and_everything_reads_back() {
         }
     }
     assert!(padded > 0, "no commit was padded");
-    let reopened = open(dir.path(), roomy());
-    assert_eq!(
-        payloads(&reopened),
-        (0..3_000).map(|i| format!("m{i}")).collect::<Vec<_>>()
+    assert!(
+        indexed.len() > 3,
+        "the index has entries past the first batch"
     );
+    for entry in &indexed {
+        assert!(
+            batches.contains(entry),
+            "index entry {entry:?} is not a batch"
+        );
+    }
+    assert_eq!(payloads(&open(dir.path(), roomy())), all(7_000..8_000));
 }
 
 #[test]
