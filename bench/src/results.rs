@@ -95,8 +95,9 @@ pub struct E2eRun {
     pub daemon_cpu_us: u64,
     pub broker_cpu_us: u64,
     pub daemon_write_bytes: u64,
-    /// CPU time of the bench driver during the run: its MQTT subscriber,
-    /// which counts every delivered message (throughput runs only).
+    /// CPU time of the bench driver during the run: mostly its MQTT
+    /// subscriber, which counts every delivered message, and its RSS
+    /// sampler (throughput runs only).
     #[serde(default)]
     pub subscriber_cpu_us: u64,
 }

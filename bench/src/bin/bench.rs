@@ -15,7 +15,7 @@ use coap2mqtt_bench::harness::daemon::{
     DtlsListener, RssSampler,
 };
 use coap2mqtt_bench::harness::machine::{udp_rcvbuf_errors, Machine};
-use coap2mqtt_bench::harness::procfs::Mark;
+use coap2mqtt_bench::harness::procfs::{self, Mark};
 use coap2mqtt_bench::harness::subscriber::Subscriber;
 use coap2mqtt_bench::harness::{free_tcp_port, free_udp_port};
 use coap2mqtt_bench::load::{unix_us, LoadReport};
@@ -1182,9 +1182,9 @@ impl Ctx {
                 cmd.arg(v);
             }
         }
-        let before = children_cpu_us();
+        let before = procfs::children_cpu_us();
         let out = cmd.output().context("running coap-load")?;
-        let cpu_us = children_cpu_us().saturating_sub(before);
+        let cpu_us = procfs::children_cpu_us().saturating_sub(before);
         anyhow::ensure!(
             out.status.success(),
             "coap-load {args:?} failed: {}",
@@ -1225,16 +1225,4 @@ impl Ctx {
             load,
         }
     }
-}
-
-/// CPU time (user + system) of this process's waited-for children so far,
-/// in µs: the load generator's, around one run of it.
-fn children_cpu_us() -> u64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
-        return 0;
-    }
-    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    us(usage.ru_utime) + us(usage.ru_stime)
 }

@@ -27,6 +27,19 @@ pub fn write_bytes(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// CPU time (user + system) of this process's waited-for children so far,
+/// in µs (getrusage, not /proc: a child's /proc entry is gone once it is
+/// waited for). The bench reads it around each run of the load generator.
+pub fn children_cpu_us() -> u64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return 0;
+    }
+    let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    us(usage.ru_utime) + us(usage.ru_stime)
+}
+
 /// Clock ticks per second of /proc/PID/stat's times.
 fn clock_ticks() -> u64 {
     // SAFETY: sysconf has no preconditions.
