@@ -62,13 +62,24 @@ impl DaemonConfig {
     /// the payload as it is, `json/{run}/{device}` translates it to JSON.
     /// The driver gives every run its own `{run}` so the subscriber can
     /// tell runs apart.
+    ///
+    /// Each daemon's MQTT client id is its own (from its directory's name):
+    /// two daemons of one run with the same id take the broker session from
+    /// each other, and the comparisons that keep two daemons up measured
+    /// that flapping, not the daemons.
     pub fn render(&self) -> String {
+        let name = self
+            .store_path
+            .parent()
+            .and_then(|d| d.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         format!(
             "# written by the coap2mqtt bench driver\n\
              [gateway]\nid = \"bench\"\n\n\
              [coap]\nlisten = [\"127.0.0.1:{coap}\"]\n\n\
              {dtls}\
-             [mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt}\"\nclient_id = \"coap2mqtt-bench\"\n\
+             [mqtt]\nurl = \"mqtt://127.0.0.1:{mqtt}\"\nclient_id = \"coap2mqtt-bench-{name}\"\n\
              inflight = {inflight}\nreconnect_min_ms = 100\nreconnect_max_s = 1\n{protocol}\n\
              [store]\npath = \"{store}\"\nmax_messages = 4000000\nmax_bytes = 8589934592\n\
              commit_max_batch = {batch}\n\n\
