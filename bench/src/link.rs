@@ -132,8 +132,7 @@ impl DtlsLink {
                 .poll_timeout(&server)
                 .unwrap_or(now + Duration::from_secs(1))
                 .min(started + HANDSHAKE_TIMEOUT);
-            match tokio::time::timeout_at(wake.into(), link.socket.recv(&mut link.wire[..])).await
-            {
+            match tokio::time::timeout_at(wake.into(), link.socket.recv(&mut link.wire[..])).await {
                 // A listener not yet up answers with ICMP port
                 // unreachable: retransmit, as devices do, until it is.
                 Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
@@ -143,7 +142,12 @@ impl DtlsLink {
                     let n = received?;
                     let events = link
                         .endpoint
-                        .read(Instant::now(), server, None, BytesMut::from(&link.wire[..n]))
+                        .read(
+                            Instant::now(),
+                            server,
+                            None,
+                            BytesMut::from(&link.wire[..n]),
+                        )
                         .map_err(|e| failed(&e))?;
                     let mut done = false;
                     for event in events {

@@ -3,6 +3,7 @@
 //! The section sits between two marker comments so the hand-written text
 //! around it survives every run.
 
+use crate::harness::ceiling::PublisherRun;
 use crate::results::{median, E2eRun, Results, ThroughputPoint};
 use plotters::prelude::*;
 use std::fmt::Write as _;
@@ -362,6 +363,34 @@ fn rows(r: &Results) -> Vec<Row> {
             )
             .target("<= 200", d.write_bytes_per_message <= 200.0),
         );
+        let ceiling_runs = &r.ceilings.mqtt_runs;
+        let ceiling_per = |of: fn(&PublisherRun) -> u64| {
+            median(
+                &ceiling_runs
+                    .iter()
+                    .map(|run| of(run) as f64 / run.received.max(1) as f64)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (cb, cd) = (
+            ceiling_per(|run| run.broker_cpu_us),
+            ceiling_per(|run| run.driver_cpu_us),
+        );
+        let drained =
+            d.cpu_us_per_message + d.broker_cpu_us_per_message + d.driver_cpu_us_per_message;
+        rows.push(row(
+            "CPU per delivered message, the MQTT ceiling (broker; bench driver: bare publisher and subscriber) against the drain (daemon; broker; bench driver: subscriber)",
+            format!(
+                "ceiling {cb:.1}; {cd:.1} µs = {:.1} µs, {:.2} cores at {}; drain {:.1}; {:.1}; {:.1} µs = {drained:.1} µs, {:.2} cores in use over the drain",
+                cb + cd,
+                (cb + cd) * mqtt / 1e6,
+                rate(mqtt),
+                d.cpu_us_per_message,
+                d.broker_cpu_us_per_message,
+                d.driver_cpu_us_per_message,
+                d.cores,
+            ),
+        ));
         rows.push(row(
             "Queueing with the broker down (CON, 64 concurrent)",
             rate(d.fill_rate),

@@ -160,6 +160,13 @@ pub struct Drain {
     /// Bytes the daemon wrote to disk per message while draining.
     pub write_bytes_per_message: f64,
     pub cpu_us_per_message: f64,
+    /// Mosquitto's CPU and the bench driver's (its subscriber), per
+    /// message, from the broker's start to the last delivery and the acks
+    /// after it (the daemon's figure spans the same).
+    pub broker_cpu_us_per_message: f64,
+    pub driver_cpu_us_per_message: f64,
+    /// The three's CPU over that span / its wall time: cores in use.
+    pub cores: f64,
     /// Broker accepting TCP to last delivery (includes reconnect backoff).
     pub time_to_empty_s: f64,
     pub disk_full_bytes: u64,

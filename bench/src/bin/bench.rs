@@ -189,7 +189,8 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
         // On a runtime of its own shaped like the daemon's (two workers),
         // as the daemon's uplink is in a process of its own: sharing the
         // subscriber's runtime would lower the ceiling.
-        let run = std::thread::scope(|scope| {
+        let marks = (broker.pid().map(Mark::now), Mark::now(std::process::id()));
+        let mut run = std::thread::scope(|scope| {
             scope
                 .spawn(|| {
                     tokio::runtime::Builder::new_multi_thread()
@@ -209,6 +210,8 @@ fn run_all(ctx: &Ctx, results: &mut Results) -> anyhow::Result<()> {
                 .join()
                 .map_err(|_| anyhow::anyhow!("the bare publisher panicked"))?
         })?;
+        run.broker_cpu_us = marks.0.map_or(0, |m| m.since().cpu_us);
+        run.driver_cpu_us = marks.1.since().cpu_us;
         say(&format!("  {:.0} msg/s", run.rate_per_s));
         results.ceilings.mqtt_runs.push(run);
     }
@@ -1001,6 +1004,8 @@ fn drain_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Drain> {
     let drain_mark = Mark::now(daemon.pid().context("pid")?);
     broker.restart()?;
     let broker_up = unix_us();
+    let others = (broker.pid().map(Mark::now), Mark::now(std::process::id()));
+    let span = Instant::now();
     let got = ctx.rt.block_on(sub.wait_for(
         "bench/drain",
         fill.ok,
@@ -1011,6 +1016,9 @@ fn drain_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Drain> {
     // The acks ride with the next write or a 200 ms timer: let them land.
     std::thread::sleep(Duration::from_secs(2));
     let drain_usage = drain_mark.since();
+    let broker_cpu_us = others.0.map_or(0, |m| m.since().cpu_us);
+    let driver_cpu_us = others.1.since().cpu_us;
+    let span_s = span.elapsed().as_secs_f64();
     let (disk_after, _) = disk_usage(&store);
     drop(sampler);
     daemon.stop();
@@ -1041,6 +1049,9 @@ fn drain_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Drain> {
         rss_peak_drain,
         write_bytes_per_message: drain_usage.write_bytes as f64 / got.distinct.max(1) as f64,
         cpu_us_per_message: drain_usage.cpu_us as f64 / got.distinct.max(1) as f64,
+        broker_cpu_us_per_message: broker_cpu_us as f64 / got.distinct.max(1) as f64,
+        driver_cpu_us_per_message: driver_cpu_us as f64 / got.distinct.max(1) as f64,
+        cores: (drain_usage.cpu_us + broker_cpu_us + driver_cpu_us) as f64 / 1e6 / span_s.max(1e-3),
         fill,
     };
     say(&format!(

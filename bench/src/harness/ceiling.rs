@@ -90,6 +90,10 @@ pub struct PublisherRun {
     pub elapsed_s: f64,
     /// Received within the publishing window / window.
     pub rate_per_s: f64,
+    /// CPU (utime + stime) over the run of mosquitto, and of the bench
+    /// driver (the publisher and the subscriber are its threads), in µs.
+    pub broker_cpu_us: u64,
+    pub driver_cpu_us: u64,
 }
 
 /// Publishes QoS 1 for `duration` to `ceiling/<run>/d<i>` (i over
@@ -191,5 +195,8 @@ pub async fn bare_publisher(
         out_of_order: got.out_of_order,
         elapsed_s,
         rate_per_s: in_window as f64 / duration.as_secs_f64().max(1e-9),
+        // Filled in by the driver, which knows the processes.
+        broker_cpu_us: 0,
+        driver_cpu_us: 0,
     })
 }
