@@ -7,6 +7,7 @@
 //! answers a device only after the store's outcome for its message. Only
 //! how bytes arrive and leave differs, so only that is written twice.
 
+pub mod batch;
 pub mod dtls;
 pub mod server;
 pub mod udp;
@@ -38,6 +39,23 @@ pub trait Link: Send {
     fn recv(&mut self, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, Peer)>> + Send;
     /// Sends one datagram to `to`.
     fn send(&mut self, bytes: &[u8], to: &Peer) -> impl Future<Output = io::Result<()>> + Send;
+    /// Sends `datagrams` in order, each to its peer; returns the ones that
+    /// failed, by index, with why. A link that can hand the kernel several
+    /// at once overrides this (plain UDP: `sendmmsg`).
+    fn send_all(
+        &mut self,
+        datagrams: &[(Vec<u8>, Peer)],
+    ) -> impl Future<Output = Vec<(usize, io::Error)>> + Send {
+        async move {
+            let mut failed = Vec::new();
+            for (i, (bytes, to)) in datagrams.iter().enumerate() {
+                if let Err(e) = self.send(bytes, to).await {
+                    failed.push((i, e));
+                }
+            }
+            failed
+        }
+    }
     /// For logs: `udp 127.0.0.1:5683`, `dtls 0.0.0.0:5684`.
     fn name(&self) -> &str;
     /// When [`Link::handle_timeout`] is next due; `None`: no timers.

@@ -11,11 +11,16 @@
 //! Backpressure: when the committer's channel is full this task waits and
 //! stops reading its link; the kernel's receive buffer (then the devices'
 //! retransmissions) absorb the burst. Nothing is answered that is not stored.
+//!
+//! The committer hands back the outcomes of a commit together; the task
+//! answers all that are back before it sends, and the link sends them as
+//! one batch (plain UDP: one `sendmmsg`), so a commit of 50 devices costs
+//! one system call to answer, not 50.
 
 use super::{Link, Receipt};
 use crate::clock::now_ms;
 use crate::coap::client::{Client, Outcome as PushOutcome, Received, Request as PushRequest};
-use crate::coap::exchange::{Exchange, MailboxTicket, Peer, Step, StoreOutcome};
+use crate::coap::exchange::{Exchange, MailboxTicket, Peer, Step, StoreOutcome, Ticket};
 use crate::coap::mailbox::{Carried, MailboxAnswer, MailboxRequest};
 use crate::coap::wire::Token;
 use crate::command::service::{Asker, Poll, Report, Service};
@@ -31,6 +36,11 @@ use tokio::sync::{mpsc, watch};
 
 /// Largest UDP payload; a larger read would be truncated.
 pub const MAX_DATAGRAM: usize = 65_535;
+
+/// Most answers gathered from the store's outcomes before they are sent:
+/// a commit's answers leave together, but the first device of a very large
+/// commit does not wait for the last one's answer to be built.
+const ANSWER_BATCH: usize = 256;
 
 pub struct Server<L> {
     pub link: L,
@@ -63,6 +73,8 @@ impl<L: Link> Server<L> {
         let (settled_tx, mut settled) = mpsc::unbounded_channel::<Peer>();
         let mut stopping = false;
         let mut quiet = RateLimited::new(Duration::from_secs(10));
+        let mut answers: Vec<(Vec<u8>, Peer)> = Vec::new();
+        let mut awake: Vec<(String, Peer)> = Vec::new();
         let mut publish = tokio::time::interval(PUBLISH_EVERY);
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
@@ -83,26 +95,23 @@ impl<L: Link> Server<L> {
             }
             tokio::select! {
                 biased;
-                Some((receipt, outcome)) = committed.recv() => {
-                    awaiting_store -= 1;
-                    let Receipt::Request(ticket) = receipt else { continue };
-                    let peer = ticket.peer().clone();
-                    let outcome = store_outcome(outcome);
-                    let carried = match (&self.commands, ticket.device()) {
-                        (Some(service), Some(device)) if outcome == StoreOutcome::Stored && ticket.can_carry() => {
-                            let asker = Asker { device, identity: peer.identity.as_deref() };
-                            service.piggyback(asker, now_ms()).map(|h| Carried { id: h.id, resource: h.resource, payload: h.payload })
+                Some(first) = committed.recv() => {
+                    // Every outcome already back is answered together: the
+                    // answers of a commit leave in one batch.
+                    let mut next = Some(first);
+                    while let Some((receipt, outcome)) = next.take() {
+                        awaiting_store -= 1;
+                        if let Receipt::Request(ticket) = receipt {
+                            self.answer_stored(ticket, store_outcome(outcome), &mut answers, &mut awake);
                         }
-                        _ => None,
-                    };
-                    let device = ticket.device().map(str::to_string);
-                    let reply = self.exchange.on_stored_carrying(ticket, outcome, Instant::now(), carried);
-                    self.record_sightings();
-                    if let Some(reply) = reply {
-                        self.send(&reply, &peer, &mut quiet).await;
+                        if answers.len() < ANSWER_BATCH {
+                            next = committed.try_recv().ok();
+                        }
                     }
-                    // The device listens now: send it its next push command.
-                    if let (Some(device), StoreOutcome::Stored) = (device, outcome) {
+                    self.record_sightings();
+                    self.send_all(&mut answers, &mut quiet).await;
+                    // The devices listen now: send each its next push command.
+                    for (device, peer) in awake.drain(..) {
                         if let Some(until) = self.push(&mut pushes, &device, &peer, &mut quiet).await {
                             windows.retain(|_, (_, end)| *end > Instant::now());
                             windows.insert(peer, (device, until));
@@ -249,6 +258,47 @@ impl<L: Link> Server<L> {
         }
     }
 
+    /// The answer to a request whose messages the store has settled, into
+    /// `answers`; a device stored for while the gateway has commands goes
+    /// into `awake`, to be sent its next push after the answer.
+    fn answer_stored(
+        &mut self,
+        ticket: Ticket,
+        outcome: StoreOutcome,
+        answers: &mut Vec<(Vec<u8>, Peer)>,
+        awake: &mut Vec<(String, Peer)>,
+    ) {
+        let peer = ticket.peer().clone();
+        let stored = outcome == StoreOutcome::Stored;
+        let carried = match (&self.commands, ticket.device()) {
+            (Some(service), Some(device)) if stored && ticket.can_carry() => {
+                let asker = Asker {
+                    device,
+                    identity: peer.identity.as_deref(),
+                };
+                service.piggyback(asker, now_ms()).map(|h| Carried {
+                    id: h.id,
+                    resource: h.resource,
+                    payload: h.payload,
+                })
+            }
+            _ => None,
+        };
+        let device = match (&self.commands, ticket.device()) {
+            (Some(_), Some(device)) if stored => Some(device.to_string()),
+            _ => None,
+        };
+        if let Some(reply) =
+            self.exchange
+                .on_stored_carrying(ticket, outcome, Instant::now(), carried)
+        {
+            answers.push((reply, peer.clone()));
+        }
+        if let Some(device) = device {
+            awake.push((device, peer));
+        }
+    }
+
     /// Sends `device` (at `peer`, which just uploaded) its next push
     /// command, unless one is on its way to that address already.
     /// Returns when the device's window closes, when a command was sent.
@@ -347,6 +397,27 @@ impl<L: Link> Server<L> {
         for sighting in sightings {
             table.record(&sighting, now);
         }
+    }
+
+    /// Sends the answers in `answers` and empties it.
+    async fn send_all(&mut self, answers: &mut Vec<(Vec<u8>, Peer)>, quiet: &mut RateLimited) {
+        for (bytes, peer) in answers.iter() {
+            self.metrics.response(bytes);
+            log::trace!(coap_peer:% = peer.addr, coap_code:% = crate::logging::coap_code(bytes); "coap {}: answer to {}", self.link.name(), Device(peer));
+        }
+        let failed = self.link.send_all(answers).await;
+        if let Some((i, e)) = failed.first() {
+            if quiet.admit("send", Instant::now()).is_some() {
+                log::warn!(
+                    "coap {}: cannot answer {}: {e} ({} of {} answers failed)",
+                    self.link.name(),
+                    Device(&answers[*i].1),
+                    failed.len(),
+                    answers.len()
+                );
+            }
+        }
+        answers.clear();
     }
 
     async fn send(&mut self, bytes: &[u8], peer: &Peer, quiet: &mut RateLimited) {

@@ -33,14 +33,16 @@ mod session;
 pub use credentials::Credentials;
 pub use demux::Limits;
 
-use super::Link;
+use super::{batch, Link};
 use crate::coap::exchange::Peer;
 use crate::config::psk::{self, PskKeys};
 use crate::config::DtlsConfig;
 use anyhow::Context;
+use bytes::BytesMut;
 use listener::Listener;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,6 +125,7 @@ impl Dtls {
             keys,
             name,
             buf: vec![0u8; MAX_DATAGRAM].into_boxed_slice(),
+            outgoing: Vec::new(),
         })
     }
 
@@ -181,16 +184,29 @@ pub struct DtlsLink {
     keys: watch::Receiver<Arc<PskKeys>>,
     name: Arc<str>,
     buf: Box<[u8]>,
+    /// The datagrams of one flush (kept for its allocation).
+    outgoing: Vec<(SocketAddr, BytesMut)>,
 }
 
 impl DtlsLink {
-    /// Sends what the listener has to send.
+    /// Sends what the listener has to send, in batches (see `batch.rs`).
     fn flush(&mut self) {
-        while let Some((to, datagram)) = self.listener.poll_transmit() {
-            // Full buffer or an ICMP error of an earlier send: the datagram
-            // is lost, as it could be on the way.
-            let _ = self.sender.send_to(&datagram, to);
+        self.outgoing.clear();
+        while let Some(transmit) = self.listener.poll_transmit() {
+            self.outgoing.push(transmit);
         }
+        let fd = self.sender.as_raw_fd();
+        let mut next = 0;
+        while next < self.outgoing.len() {
+            let each = self.outgoing[next..].iter().map(|(to, d)| (&d[..], *to));
+            match batch::send(fd, each) {
+                Ok(sent) => next += sent.max(1),
+                // Full buffer or an ICMP error of an earlier send: the
+                // datagram is lost, as it could be on the way.
+                Err(_) => next += 1,
+            }
+        }
+        self.outgoing.clear();
     }
 }
 
@@ -221,6 +237,19 @@ impl Link for DtlsLink {
         let written = self.listener.write(Instant::now(), to, bytes);
         self.flush();
         written
+    }
+
+    async fn send_all(&mut self, datagrams: &[(Vec<u8>, Peer)]) -> Vec<(usize, io::Error)> {
+        let now = Instant::now();
+        let failed = datagrams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (bytes, to))| {
+                self.listener.write(now, to, bytes).err().map(|e| (i, e))
+            })
+            .collect();
+        self.flush();
+        failed
     }
 
     fn name(&self) -> &str {
