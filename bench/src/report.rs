@@ -72,8 +72,13 @@ fn cpu_split(p: &ThroughputPoint) -> String {
 
 /// The median over a point's runs of `of(run)` per delivered message.
 fn per_message(p: &ThroughputPoint, of: impl Fn(&E2eRun) -> u64) -> f64 {
+    runs_per_message(&p.runs, of)
+}
+
+/// The median over `runs` of a figure per delivered message.
+fn runs_per_message(runs: &[E2eRun], of: impl Fn(&E2eRun) -> u64) -> f64 {
     median(
-        &p.runs
+        &runs
             .iter()
             .map(|run| of(run) as f64 / run.delivered.max(1) as f64)
             .collect::<Vec<_>>(),
@@ -236,14 +241,19 @@ fn rows(r: &Results) -> Vec<Row> {
         ));
     }
     if let Some(c) = &r.mqtt_versions {
+        let cpu = |runs: &[E2eRun], of: fn(&E2eRun) -> u64| runs_per_message(runs, of);
         rows.push(
             row(
-                "MQTT 5 (every property) against MQTT 3.1.1, CON 64 concurrent, end to end",
+                "MQTT 5 (every property) against MQTT 3.1.1, CON 64 concurrent, end to end; CPU per delivered message (daemon; broker)",
                 format!(
-                    "{} against {} ({:.0}%)",
+                    "{} against {} ({:.1}%); {:.1}; {:.1} µs against {:.1}; {:.1} µs",
                     rate(c.median_a),
                     rate(c.median_b),
-                    100.0 * c.ratio()
+                    100.0 * c.ratio(),
+                    cpu(&c.a_runs, |run| run.daemon_cpu_us),
+                    cpu(&c.a_runs, |run| run.broker_cpu_us),
+                    cpu(&c.b_runs, |run| run.daemon_cpu_us),
+                    cpu(&c.b_runs, |run| run.broker_cpu_us),
                 ),
             )
             .target("within 10% of 3.1.1", c.ratio() >= 0.9),

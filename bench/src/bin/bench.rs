@@ -543,6 +543,7 @@ fn comparison_daemon(
 /// they send CBOR.
 fn compare(
     ctx: &Ctx,
+    broker: &Broker,
     sub: &Subscriber,
     setups: [(&Daemon, &str, &str, bool); 2],
 ) -> anyhow::Result<Comparison> {
@@ -566,8 +567,11 @@ fn compare(
             if *cbor {
                 args.push(("--cbor", String::new()));
             }
+            let marks = (daemon.pid().map(Mark::now), broker.pid().map(Mark::now));
             let rep = ctx.load(&args)?;
-            let run = ctx.e2e(sub, &name, rep);
+            let mut run = ctx.e2e(sub, &name, rep);
+            run.daemon_cpu_us = marks.0.map_or(0, |m| m.since().cpu_us);
+            run.broker_cpu_us = marks.1.map_or(0, |m| m.since().cpu_us);
             match i {
                 0 => c.a_runs.push(run),
                 _ => c.b_runs.push(run),
@@ -595,6 +599,7 @@ fn mqtt_versions_phase(ctx: &Ctx, broker: &Broker, sub: &Subscriber) -> anyhow::
     let mut v311 = comparison_daemon(ctx, broker, "daemon-mqtt311", Some("3.1.1"))?;
     let c = compare(
         ctx,
+        broker,
         sub,
         [
             (&v5, "mqtt5", "bench", false),
@@ -616,6 +621,7 @@ fn payload_formats_phase(
     let mut daemon = comparison_daemon(ctx, broker, "daemon-formats", None)?;
     let c = compare(
         ctx,
+        broker,
         sub,
         [
             (&daemon, "cborjson", "json", true),
