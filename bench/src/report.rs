@@ -675,6 +675,11 @@ fn section(r: &Results) -> String {
     }
     s.push_str("![throughput against concurrency](bench/throughput.svg)\n\n");
     s.push_str("![latency percentiles at fixed offered rates](bench/latency.svg)\n\n");
+    if r.queued.is_some() {
+        s.push_str(
+            "![RSS against queue depth, 0.1's sled store and this run](bench/rss-by-depth.svg)\n\n",
+        );
+    }
     s.push_str("Raw figures: `target/bench/results.json` of the run.\n");
     s
 }
