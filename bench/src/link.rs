@@ -74,7 +74,7 @@ impl Link for UdpLink {
 /// daemon drives its server side, so a device costs the load generator no
 /// tasks or channels of its own: on this 2-core machine the load generator
 /// shares the CPU with the daemon and the broker, and what it spends is
-/// taken from them. Until 0.2 the devices were webrtc-dtls 0.12 clients
+/// taken from them. Until 2026-12-06 the devices were webrtc-dtls 0.12 clients
 /// (two tasks and six channels a connection): 12.5 µs of the load
 /// generator's CPU per message against 7.4 µs for plain UDP. Interop with
 /// other DTLS stacks is what tests/dtls.rs proves (libcoap's OpenSSL and

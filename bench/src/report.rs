@@ -72,15 +72,15 @@ fn cpu_split(p: &ThroughputPoint) -> String {
 
 /// The median over a point's runs of `of(run)` per delivered message.
 fn per_message(p: &ThroughputPoint, of: impl Fn(&E2eRun) -> u64) -> f64 {
-    runs_per_message(&p.runs, of)
+    median_per(&p.runs, |run| run.delivered, of)
 }
 
-/// The median over `runs` of a figure per delivered message.
-fn runs_per_message(runs: &[E2eRun], of: impl Fn(&E2eRun) -> u64) -> f64 {
+/// The median over `runs` of `of(run) / count(run)`: a figure per message.
+fn median_per<T>(runs: &[T], count: impl Fn(&T) -> u64, of: impl Fn(&T) -> u64) -> f64 {
     median(
         &runs
             .iter()
-            .map(|run| of(run) as f64 / run.delivered.max(1) as f64)
+            .map(|run| of(run) as f64 / count(run).max(1) as f64)
             .collect::<Vec<_>>(),
     )
 }
@@ -241,7 +241,7 @@ fn rows(r: &Results) -> Vec<Row> {
         ));
     }
     if let Some(c) = &r.mqtt_versions {
-        let cpu = |runs: &[E2eRun], of: fn(&E2eRun) -> u64| runs_per_message(runs, of);
+        let cpu = |runs: &[E2eRun], of: fn(&E2eRun) -> u64| median_per(runs, |r| r.delivered, of);
         rows.push(
             row(
                 "MQTT 5 (every property) against MQTT 3.1.1, CON 64 concurrent, end to end; CPU per delivered message (daemon; broker)",
@@ -373,14 +373,8 @@ fn rows(r: &Results) -> Vec<Row> {
             )
             .target("<= 200", d.write_bytes_per_message <= 200.0),
         );
-        let ceiling_runs = &r.ceilings.mqtt_runs;
         let ceiling_per = |of: fn(&PublisherRun) -> u64| {
-            median(
-                &ceiling_runs
-                    .iter()
-                    .map(|run| of(run) as f64 / run.received.max(1) as f64)
-                    .collect::<Vec<_>>(),
-            )
+            median_per(&r.ceilings.mqtt_runs, |run| run.received, of)
         };
         let (cb, cd) = (
             ceiling_per(|run| run.broker_cpu_us),
@@ -391,7 +385,7 @@ fn rows(r: &Results) -> Vec<Row> {
         rows.push(row(
             "CPU per delivered message, the MQTT ceiling (broker; bench driver: bare publisher and subscriber) against the drain (daemon; broker; bench driver: subscriber)",
             format!(
-                "ceiling {cb:.1}; {cd:.1} µs = {:.1} µs, {:.2} cores at {}; drain {:.1}; {:.1}; {:.1} µs = {drained:.1} µs, {:.2} cores in use over the drain",
+                "ceiling {cb:.1}; {cd:.1} µs = {:.1} µs, about {:.2} cores at its {} at these costs; drain {:.1}; {:.1}; {:.1} µs = {drained:.1} µs, {:.2} cores in use over the drain",
                 cb + cd,
                 (cb + cd) * mqtt / 1e6,
                 rate(mqtt),

@@ -1008,10 +1008,12 @@ fn drain_phase(ctx: &Ctx, results: &mut Results) -> anyhow::Result<Drain> {
     let (disk_full, _) = disk_usage(&store);
     sampler.take_peak();
     let drain_mark = Mark::now(daemon.pid().context("pid")?);
+    // The span of the daemon's figures, for the cores in use (the broker's
+    // mark can only start once it runs again).
+    let span = Instant::now();
     broker.restart()?;
     let broker_up = unix_us();
     let others = (broker.pid().map(Mark::now), Mark::now(std::process::id()));
-    let span = Instant::now();
     let got = ctx.rt.block_on(sub.wait_for(
         "bench/drain",
         fill.ok,
