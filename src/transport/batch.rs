@@ -17,9 +17,10 @@ use std::os::fd::RawFd;
 /// `UIO_MAXIOV`, 1,024).
 pub const SEND_BATCH: usize = 64;
 
-/// Sends the first [`SEND_BATCH`] of `datagrams` in one call; how many the
-/// kernel took, or the first one's error (the kernel reports an error only
-/// for a call's first datagram; the caller skips it and goes on).
+/// Sends the first [`SEND_BATCH`] of `datagrams` (at least one) in one
+/// call; how many the kernel took (at least one), or the first one's error
+/// (the kernel reports an error only for a call's first datagram; the
+/// caller skips that one and goes on).
 pub fn send<'a>(
     fd: RawFd,
     datagrams: impl Iterator<Item = (&'a [u8], SocketAddr)>,
@@ -28,12 +29,13 @@ pub fn send<'a>(
         .take(SEND_BATCH)
         .map(|(bytes, to)| ([IoSlice::new(bytes)], Some(SockaddrStorage::from(to))))
         .unzip();
-    if slices.is_empty() {
-        return Ok(0);
-    }
     let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(slices.len(), None);
     let sent = sendmmsg(fd, &mut headers, &slices, &addrs, [], MsgFlags::empty())
         .map_err(io::Error::from)?
         .count();
-    Ok(sent)
+    match sent {
+        // Nothing to send, or a kernel that took none without saying why.
+        0 => Err(io::Error::other("sendmmsg sent no datagram")),
+        n => Ok(n),
+    }
 }

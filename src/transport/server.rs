@@ -269,25 +269,29 @@ impl<L: Link> Server<L> {
         awake: &mut Vec<(String, Peer)>,
     ) {
         let peer = ticket.peer().clone();
-        let stored = outcome == StoreOutcome::Stored;
-        let carried = match (&self.commands, ticket.device()) {
-            (Some(service), Some(device)) if stored && ticket.can_carry() => {
+        // A device whose message is stored listens now: it may carry a
+        // command in the answer, or be pushed one after it.
+        let listening = match (&self.commands, ticket.device()) {
+            (Some(service), Some(device)) if outcome == StoreOutcome::Stored => {
+                Some((service, device))
+            }
+            _ => None,
+        };
+        let carried = listening
+            .filter(|_| ticket.can_carry())
+            .and_then(|(service, device)| {
                 let asker = Asker {
                     device,
                     identity: peer.identity.as_deref(),
                 };
-                service.piggyback(asker, now_ms()).map(|h| Carried {
-                    id: h.id,
-                    resource: h.resource,
-                    payload: h.payload,
-                })
-            }
-            _ => None,
-        };
-        let device = match (&self.commands, ticket.device()) {
-            (Some(_), Some(device)) if stored => Some(device.to_string()),
-            _ => None,
-        };
+                service.piggyback(asker, now_ms())
+            })
+            .map(|h| Carried {
+                id: h.id,
+                resource: h.resource,
+                payload: h.payload,
+            });
+        let device = listening.map(|(_, device)| device.to_string());
         if let Some(reply) =
             self.exchange
                 .on_stored_carrying(ticket, outcome, Instant::now(), carried)
@@ -399,11 +403,16 @@ impl<L: Link> Server<L> {
         }
     }
 
+    /// Counts a datagram about to be sent (and traces it).
+    fn sending(&mut self, bytes: &[u8], peer: &Peer) {
+        self.metrics.response(bytes);
+        log::trace!(coap_peer:% = peer.addr, coap_code:% = crate::logging::coap_code(bytes); "coap {}: answer to {}", self.link.name(), Device(peer));
+    }
+
     /// Sends the answers in `answers` and empties it.
     async fn send_all(&mut self, answers: &mut Vec<(Vec<u8>, Peer)>, quiet: &mut RateLimited) {
         for (bytes, peer) in answers.iter() {
-            self.metrics.response(bytes);
-            log::trace!(coap_peer:% = peer.addr, coap_code:% = crate::logging::coap_code(bytes); "coap {}: answer to {}", self.link.name(), Device(peer));
+            self.sending(bytes, peer);
         }
         let failed = self.link.send_all(answers).await;
         if let Some((i, e)) = failed.first() {
@@ -421,8 +430,7 @@ impl<L: Link> Server<L> {
     }
 
     async fn send(&mut self, bytes: &[u8], peer: &Peer, quiet: &mut RateLimited) {
-        self.metrics.response(bytes);
-        log::trace!(coap_peer:% = peer.addr, coap_code:% = crate::logging::coap_code(bytes); "coap {}: answer to {}", self.link.name(), Device(peer));
+        self.sending(bytes, peer);
         if let Err(e) = self.link.send(bytes, peer).await {
             if quiet.admit("send", Instant::now()).is_some() {
                 log::warn!(

@@ -49,10 +49,6 @@ impl Link for UdpLink {
                 .socket
                 .try_io(Interest::WRITABLE, || batch::send(fd, each))
             {
-                Ok(0) => {
-                    failed.push((next, io::Error::other("the kernel took no datagram")));
-                    next += 1;
-                }
                 Ok(sent) => next += sent,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if let Err(e) = self.socket.writable().await {

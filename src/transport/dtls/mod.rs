@@ -200,7 +200,7 @@ impl DtlsLink {
         while next < self.outgoing.len() {
             let each = self.outgoing[next..].iter().map(|(to, d)| (&d[..], *to));
             match batch::send(fd, each) {
-                Ok(sent) => next += sent.max(1),
+                Ok(sent) => next += sent,
                 // Full buffer or an ICMP error of an earlier send: the
                 // datagram is lost, as it could be on the way.
                 Err(_) => next += 1,
