@@ -598,9 +598,10 @@ mod store_worker {
                 }
                 "remove" => {
                     let seq = words[1].parse().expect("seq");
-                    handle
-                        .blocking_send(Command::Remove(seq))
-                        .expect("committer");
+                    // As the uplink does after a PUBACK.
+                    if queue.retire(seq) {
+                        handle.blocking_send(Command::Retired).expect("committer");
+                    }
                     barrier();
                     say("done");
                 }

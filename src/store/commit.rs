@@ -9,8 +9,14 @@
 //! answered from those outcomes, which is what makes a 2.04 mean "on disk".
 //!
 //! Removals (after a PUBACK) need no sync of their own: if a crash loses
-//! one, the message is sent again, which at-least-once allows. They are
-//! retired in memory at once and written with the next batch.
+//! one, the message is sent again, which at-least-once allows. The uplink
+//! retires a message in memory itself ([`Queue::retire`]) and does not
+//! wake this thread for it: the acks ride on the next batch, or, when no
+//! batch comes, the first retirement since the acks were last written
+//! sends [`Command::Retired`] and this thread writes them once
+//! [`ACK_INTERVAL`] has passed. Waking the committer for each PUBACK had
+//! cost a thread switch per message: at 64 devices, two of every three
+//! commits held a single removal.
 //!
 //! When the store cannot be opened, appenders hear `Unavailable` (devices
 //! 5.03) and the committer tries again once a second; a write that fails
@@ -77,8 +83,9 @@ pub enum Command<R> {
         receipt: R,
         reply: ReplyTo<R>,
     },
-    /// The broker has it: retire it.
-    Remove(Seq),
+    /// Messages were retired in memory ([`Queue::retire`]) since the acks
+    /// were last written: write them when [`ACK_INTERVAL`] allows.
+    Retired,
     /// The broker keeps refusing it: move it to the dead letters.
     DeadLetter { seq: Seq, reason: String },
     /// These cannot be read back (damage): retire them as lost.
@@ -123,6 +130,17 @@ pub fn spawn_committer<R: Send + 'static>(
                 last_acks_written: Cell::new(Instant::now()),
                 unavailable_logged: Cell::new(false),
             };
+            // Only for the deadline of the acks' write (`next_command`).
+            let timer = match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(timer) => timer,
+                Err(e) => {
+                    log::error!("store: the commit thread has no timer: {e}");
+                    return;
+                }
+            };
             let mut batch = Vec::with_capacity(max_batch);
             let mut next_reopen = Instant::now();
             let mut linger = Linger::default();
@@ -142,9 +160,13 @@ pub fn spawn_committer<R: Send + 'static>(
                         Err(mpsc::error::TryRecvError::Disconnected) => break,
                     }
                 } else {
-                    match rx.blocking_recv() {
-                        Some(first) => batch.push(first),
-                        None => break,
+                    match committer.next_command(&timer, &mut rx) {
+                        Next::Command(first) => batch.push(first),
+                        Next::AcksDue => {
+                            committer.write_retirements();
+                            continue;
+                        }
+                        Next::Closed => break,
                     }
                 }
                 drain(&mut rx, &mut batch, max_batch);
@@ -176,6 +198,15 @@ impl Linger {
     fn committed(&mut self, commands: usize) {
         self.usual = (3 * self.usual + commands) / 4;
     }
+}
+
+/// What the committer waits for next.
+enum Next<R> {
+    Command(Command<R>),
+    /// Retirements wait to be written and nothing else came in time.
+    AcksDue,
+    /// Every handle is gone.
+    Closed,
 }
 
 /// Takes what is waiting, up to `max_batch` in all.
@@ -242,7 +273,6 @@ impl Committer {
         let batch_len = commands.len();
         stats.commit.begin(now_ms());
         let mut appends = Vec::new();
-        let mut removals = Vec::new();
         let mut dead = Vec::new();
         let mut barriers = Vec::new();
         let mut decisions = Vec::new();
@@ -266,7 +296,7 @@ impl Committer {
                     receipt,
                     reply,
                 }),
-                Command::Remove(seq) => removals.push(seq),
+                Command::Retired => {}
                 Command::DeadLetter { seq, reason } => dead.push((seq, reason)),
                 Command::Lost { first, end, reason } => {
                     log::error!(
@@ -300,11 +330,6 @@ impl Committer {
                 true
             }
             Some(writer) => {
-                let removed = {
-                    let mut l = self.ledger_mut();
-                    removals.iter().filter(|seq| l.retire(**seq)).count()
-                };
-                stats.removed.fetch_add(removed as u64, Ordering::Relaxed);
                 let mut ok = self.dead_letter(writer, dead);
                 ok &= self.append(writer, appends);
                 // After the devices' appends of this batch: a requeued
@@ -312,13 +337,7 @@ impl Committer {
                 for (action, which, reply) in decisions {
                     let _ = reply.send(operator::decide(&self.queue, writer, action, &which));
                 }
-                if removed > 0 && self.last_acks_written.get().elapsed() >= ACK_INTERVAL {
-                    if let Err(e) = writer.log.write_acks(&self.ledger()) {
-                        log::debug!("store: acks not written now: {e}");
-                    }
-                    self.last_acks_written.set(Instant::now());
-                }
-                self.delete_retired(writer, false);
+                self.retirements(writer);
                 ok
             }
         };
@@ -380,6 +399,7 @@ impl Committer {
         // a crash (they would be dead-lettered twice): their retirement is
         // made durable now.
         if !letters.is_empty() {
+            self.queue.retirements_written();
             let written = writer
                 .log
                 .write_acks(&self.ledger())
@@ -420,10 +440,13 @@ impl Committer {
         if accepted.is_empty() {
             return true;
         }
+        let mut accepted = accepted;
         let messages: Vec<Stored> = accepted
-            .iter()
-            .flat_map(|a| a.stored.iter().cloned())
+            .iter_mut()
+            .flat_map(|a| std::mem::take(&mut a.stored))
             .collect();
+        // The batch frame carries the acks as they are now.
+        self.queue.retirements_written();
         let appended = {
             let l = self.ledger();
             writer.log.append(&l, &messages)
@@ -577,6 +600,57 @@ impl Committer {
             !drop
         });
         freed
+    }
+
+    /// What the committer waits for next: a command, or, while retirements
+    /// wait to be written, a command or their deadline.
+    fn next_command<R>(
+        &self,
+        timer: &tokio::runtime::Runtime,
+        rx: &mut mpsc::Receiver<Command<R>>,
+    ) -> Next<R> {
+        let received = match self.acks_due() {
+            None => rx.blocking_recv(),
+            Some(due) => {
+                let waited =
+                    timer.block_on(async { tokio::time::timeout_at(due.into(), rx.recv()).await });
+                match waited {
+                    Ok(received) => received,
+                    Err(_) => return Next::AcksDue,
+                }
+            }
+        };
+        received.map_or(Next::Closed, Next::Command)
+    }
+
+    /// When the retirements not yet on disk are to be written.
+    fn acks_due(&self) -> Option<Instant> {
+        self.queue
+            .has_unwritten_retirements()
+            .then(|| self.last_acks_written.get() + ACK_INTERVAL)
+    }
+
+    /// The retirements' part of a commit on its own (no batch came).
+    fn write_retirements(&self) {
+        let mut guard = lock(&self.queue.inner.writer);
+        if let Some(writer) = guard.as_mut() {
+            self.retirements(writer);
+        }
+        drop(guard);
+        self.publish_depth();
+    }
+
+    /// Writes the acks when retirements wait and [`ACK_INTERVAL`] has
+    /// passed, and deletes the segments nothing in the queue needs.
+    fn retirements(&self, writer: &mut Writer) {
+        if self.acks_due().is_some_and(|due| due <= Instant::now()) {
+            self.queue.retirements_written();
+            if let Err(e) = writer.log.write_acks(&self.ledger()) {
+                log::debug!("store: acks not written now: {e}");
+            }
+            self.last_acks_written.set(Instant::now());
+        }
+        self.delete_retired(writer, false);
     }
 
     fn publish_depth(&self) {

@@ -139,6 +139,8 @@ struct Inner {
     /// Recalls found at open, until the daemon takes them.
     recalls: Mutex<Vec<(u64, Vec<u8>)>>,
     stats: Stats,
+    /// Messages were retired since the committer last wrote the acks.
+    retirements_unwritten: AtomicBool,
     new_data: Notify,
     /// (watermark, received ms of its message), for the metrics.
     oldest: Mutex<Option<(Seq, u64)>>,
@@ -174,6 +176,7 @@ impl Queue {
                 available: AtomicBool::new(false),
                 recalls: Mutex::new(Vec::new()),
                 stats: Stats::default(),
+                retirements_unwritten: AtomicBool::new(false),
                 new_data: Notify::new(),
                 oldest: Mutex::new(None),
             }),
@@ -277,6 +280,39 @@ impl Queue {
             s.messages.load(Ordering::Relaxed),
             s.bytes.load(Ordering::Relaxed),
         )
+    }
+
+    /// Retires a message the broker has: at once in memory (readers skip
+    /// it, the depth falls), on disk with the committer's next write of the
+    /// acks. Returns whether the committer must be told
+    /// ([`Command::Retired`]): only the first retirement since it last
+    /// wrote them, so that PUBACKs do not wake it one by one.
+    pub fn retire(&self, seq: Seq) -> bool {
+        let mut ledger = self.ledger_mut();
+        if !ledger.retire(seq) {
+            return false;
+        }
+        let stats = &self.inner.stats;
+        stats.messages.store(ledger.depth(), Ordering::Relaxed);
+        drop(ledger);
+        stats.removed.fetch_add(1, Ordering::Relaxed);
+        !self
+            .inner
+            .retirements_unwritten
+            .swap(true, Ordering::AcqRel)
+    }
+
+    /// Whether retirements wait to be written.
+    fn has_unwritten_retirements(&self) -> bool {
+        self.inner.retirements_unwritten.load(Ordering::Acquire)
+    }
+
+    /// The committer is about to write the acks as the ledger holds them
+    /// now; a retirement after this call will tell it again.
+    fn retirements_written(&self) {
+        self.inner
+            .retirements_unwritten
+            .store(false, Ordering::Release);
     }
 
     /// Resolves after the next commit that added messages (a permit is kept

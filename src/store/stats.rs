@@ -1,12 +1,13 @@
 //! The store's own figures: counters and the commit thread's histograms,
-//! written only by the committer, read by the metrics. The store depends on
+//! written by the committer (and the depth and removals by
+//! [`Queue::retire`](super::Queue::retire)), read by the metrics. The store depends on
 //! nothing of the metrics; the metrics read these.
 
 use crate::histogram::Histogram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Counters for metrics and status; written only by the committer.
+/// Counters for metrics and status.
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Messages waiting for the broker.

@@ -52,6 +52,22 @@ fn run(queue: &Queue, commands: Vec<Command<usize>>) {
     thread.join().expect("committer ends");
 }
 
+/// Retires `seqs` as the uplink does after PUBACKs, telling the committer
+/// when [`Queue::retire`] asks for it.
+fn retire(queue: &Queue, seqs: &[Seq]) {
+    let tell = seqs
+        .iter()
+        .fold(false, |tell, &seq| queue.retire(seq) | tell);
+    run(
+        queue,
+        if tell {
+            vec![Command::Retired]
+        } else {
+            Vec::new()
+        },
+    );
+}
+
 fn appends(
     range: std::ops::Range<usize>,
 ) -> (
@@ -92,6 +108,64 @@ fn payloads(queue: &Queue) -> Vec<String> {
 
 fn seqs(queue: &Queue) -> Vec<Seq> {
     queued(queue).iter().map(|q| q.seq).collect()
+}
+
+/// The store's files as they lie now (what a power cut would leave), copied
+/// to `to` and opened there.
+fn snapshot(dir: &Path, to: &Path) -> Queue {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("type").is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).expect("copy");
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(to);
+    copy(&dir.join("q"), &to.join("q"));
+    open(to, roomy())
+}
+
+#[test]
+fn retirements_without_a_batch_reach_the_disk_while_the_committer_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = tempfile::tempdir().expect("tempdir");
+    let q = open(dir.path(), roomy());
+    let (cmds, _rx) = appends(0..5);
+    run(&q, cmds);
+    let (handle, committer) = spawn_committer::<usize>(q.clone(), 64, 1024).expect("thread");
+    let s = seqs(&q);
+    assert!(q.retire(s[0]), "the first retirement asks for a write");
+    assert!(
+        s[1..].iter().all(|&seq| !q.retire(seq)),
+        "the rest wait for the same write"
+    );
+    assert!(!q.retire(s[0]), "a message is retired once");
+    assert_eq!(q.depth().0, 0, "retired in memory at once");
+    assert_eq!(q.stats().removed.load(Ordering::Relaxed), 5);
+    handle
+        .blocking_send(Command::Retired)
+        .expect("committer alive");
+    // The committer writes them within ACK_INTERVAL of its last write, with
+    // no batch and no shutdown to carry them.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let depth = snapshot(dir.path(), copy.path()).depth().0;
+        if depth == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the retirements are not on disk after 10 s: {depth} queued in a copy of the files"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(handle);
+    committer.join().expect("committer ends");
 }
 
 #[test]
@@ -137,7 +211,7 @@ fn removed_messages_leave_and_counters_follow() {
     let (cmds, _rx) = appends(0..4);
     run(&q, cmds);
     let s = seqs(&q);
-    run(&q, vec![Command::Remove(s[0]), Command::Remove(s[2])]);
+    retire(&q, &[s[0], s[2]]);
     assert_eq!(payloads(&q), vec!["m1", "m3"]);
     assert_eq!(q.depth().0, 2);
     assert_eq!(q.stats().removed.load(Ordering::Relaxed), 2);
@@ -153,7 +227,7 @@ fn removals_written_at_shutdown_hold_after_a_reopen() {
         let s = seqs(&q);
         // One in order and one out of order: the watermark and the set
         // above it must both come back.
-        run(&q, vec![Command::Remove(s[0]), Command::Remove(s[3])]);
+        retire(&q, &[s[0], s[3]]);
     }
     let q = open(dir.path(), roomy());
     assert_eq!(q.depth().0, 5, "depth from the acks, not a count");
@@ -391,7 +465,7 @@ fn recalls_are_written_with_their_messages_and_read_back_after_a_reopen() {
         run(&q, cmds);
         // Acked messages keep their recalls: a retransmission after a
         // restart must still be recognised.
-        run(&q, vec![Command::Remove(seqs(&q)[0])]);
+        retire(&q, &seqs(&q)[..1]);
     }
     let q = open(dir.path(), roomy());
     assert_eq!(
@@ -494,11 +568,7 @@ fn commits_that_fill_a_page_are_padded_to_its_end_and_everything_reads_back() {
             .flat_map(|s| s.index.iter().map(move |&(seq, at)| (s.first_seq, seq, at)))
             .collect();
         // A reader that starts in the middle seeks from those offsets.
-        let retired: Vec<_> = seqs(&q)[..7_000]
-            .iter()
-            .map(|&s| Command::Remove(s))
-            .collect();
-        run(&q, retired);
+        retire(&q, &seqs(&q)[..7_000]);
         assert_eq!(payloads(&q), all(7_000..8_000));
     }
     // The frames as they lie: some padding, every batch that follows
@@ -567,7 +637,7 @@ fn segments_roll_and_the_disk_is_given_back_after_a_drain() {
     let full = files(dir.path());
     assert!(full > 2, "{full} segments");
     let all = seqs(&q);
-    run(&q, all.iter().map(|s| Command::Remove(*s)).collect());
+    retire(&q, &all);
     assert_eq!(q.depth().0, 0);
     assert_eq!(
         files(dir.path()),
@@ -587,7 +657,7 @@ fn retired_segments_holding_recent_recalls_are_kept_for_a_while() {
     let (cmds, _rx) = appends(0..3_000);
     run(&q, cmds);
     let all = seqs(&q);
-    run(&q, all.iter().map(|s| Command::Remove(*s)).collect());
+    retire(&q, &all);
     let files = std::fs::read_dir(dir.path().join("q/segments"))
         .expect("dir")
         .count();
@@ -602,7 +672,7 @@ fn a_reader_skips_what_was_retired_after_it_started() {
     run(&q, cmds);
     let s = seqs(&q);
     let mut reader = q.reader();
-    run(&q, vec![Command::Remove(s[1])]);
+    retire(&q, &s[1..2]);
     let got: Vec<Seq> = q
         .read(&mut reader, 10)
         .expect("reads")

@@ -525,7 +525,9 @@ impl<R: Send + 'static> Uplink<R> {
             // If the committer is gone the daemon is stopping; the message
             // stays queued and is sent again next time.
             Decision::Remove(seq) => {
-                let _ = self.store.send(Command::Remove(seq)).await;
+                if self.queue.retire(seq) {
+                    let _ = self.store.send(Command::Retired).await;
+                }
             }
             Decision::DeadLetter(seq, reason) => {
                 self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
