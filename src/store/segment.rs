@@ -67,7 +67,9 @@ pub enum FrameInfo {
         len: u64,
     },
     Ack(Acks),
-    /// A kind this version does not know, skipped whole.
+    /// Zeros that end a commit on a page boundary.
+    Padding,
+    /// Another kind (or one this version does not know), skipped whole.
     Other,
 }
 
@@ -145,6 +147,7 @@ pub fn scan(file: &File, mut visit: impl FnMut(&Batch<'_>)) -> io::Result<Scan> 
                     }
                 }
                 frame::KIND_ACK => FrameInfo::Ack(Acks::decode(body)?),
+                frame::KIND_PADDING => FrameInfo::Padding,
                 _ => FrameInfo::Other,
             };
             Ok((info, used))

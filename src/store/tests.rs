@@ -591,7 +591,7 @@ fn commits_that_fill_a_page_are_padded_to_its_end_and_everything_reads_back() {
             }
         }
         for pair in scan.frames.windows(2) {
-            if let [segment::FrameInfo::Other, segment::FrameInfo::Batch { offset, .. }] = pair {
+            if let [segment::FrameInfo::Padding, segment::FrameInfo::Batch { offset, .. }] = pair {
                 padded += 1;
                 assert_eq!(offset % frame::PAGE, 0, "a batch after padding at {offset}");
             }
