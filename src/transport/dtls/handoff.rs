@@ -20,22 +20,155 @@
 //! drew it differently the session would not start, loudly, rather than
 //! hang. The exact version pin in Cargo.toml and the handshake tests in
 //! `session.rs` guard this.
+//!
+//! The provider spares PSK handshakes one more thing. rtc-dtls's server
+//! makes an ephemeral key pair (X25519 or P-256) as soon as it accepts a
+//! ClientHello, whatever suite it then picks (flight0.rs of 0.21.1); the
+//! pure PSK suites, the only PSK suites we offer, never use it. Generating
+//! it took a fifth of the daemon's CPU per PSK handshake (perf, 10,000
+//! handshakes). Inside [`without_key_exchange`], which the listener uses
+//! for hellos whose chosen suite is PSK, a key exchange started is a
+//! placeholder that cannot complete: were it ever used, the handshake would
+//! fail, never run with a known key.
 
 use super::cookie::COOKIE_LEN;
 use super::prefilter::ClientHello;
 use rtc_dtls::crypto_provider::providers::RingProvider;
-use rtc_dtls::crypto_provider::{CryptoError, RTCCrypto, RTCCryptoProvider, RTCRandom};
+use rtc_dtls::crypto_provider::{
+    ActiveKeyExchange, AeadAlgorithm, AeadCipher, BlockCipherAlgorithm, CbcAlgorithm, CbcCipher,
+    CryptoAlgorithm, CryptoError, HashAlgorithm, HmacAlgorithm, KeyExchangeAlgorithm, Mac,
+    PublicKey, RTCCrypto, RTCCryptoProvider, RTCRandom, SecretVec, SignatureScheme, SigningKey,
+    StreamCipher, StreamCipherAlgorithm,
+};
 use std::cell::Cell;
 use std::sync::Arc;
 
 thread_local! {
     static NEXT_COOKIE: Cell<Option<[u8; COOKIE_LEN]>> = const { Cell::new(None) };
+    static NO_KEY_EXCHANGE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// ring's crypto, with the cookie draw described above.
+/// ring's crypto, with the cookie draw and the PSK handshakes' placeholder
+/// key exchange described above.
 struct Provider {
-    ring: RingProvider,
+    crypto: Crypto,
     random: Random,
+}
+
+/// ring's crypto, but for [`RTCCrypto::start_key_exchange`] inside
+/// [`without_key_exchange`].
+struct Crypto(RingProvider);
+
+/// What a PSK handshake gets for the key pair it does not use.
+struct Placeholder {
+    algorithm: KeyExchangeAlgorithm,
+    public_key: [u8; 65],
+}
+
+impl ActiveKeyExchange for Placeholder {
+    fn algorithm(&self) -> KeyExchangeAlgorithm {
+        self.algorithm
+    }
+
+    fn public_key(&self) -> &[u8] {
+        match self.algorithm {
+            KeyExchangeAlgorithm::X25519 => &self.public_key[..32],
+            _ => &self.public_key,
+        }
+    }
+
+    fn complete(self: Box<Self>, _peer_public_key: &[u8]) -> Result<SecretVec, CryptoError> {
+        Err(CryptoError::UnsupportedAlgorithm(
+            CryptoAlgorithm::KeyExchange(self.algorithm),
+        ))
+    }
+}
+
+impl RTCCrypto for Crypto {
+    fn supports(&self, algorithm: CryptoAlgorithm) -> bool {
+        self.0.crypto().supports(algorithm)
+    }
+
+    fn hash(&self, algorithm: HashAlgorithm, data: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        self.0.crypto().hash(algorithm, data)
+    }
+
+    fn block_encrypt(
+        &self,
+        algorithm: BlockCipherAlgorithm,
+        key: &[u8],
+        block: &mut [u8],
+    ) -> Result<(), CryptoError> {
+        self.0.crypto().block_encrypt(algorithm, key, block)
+    }
+
+    fn new_hmac(&self, algorithm: HmacAlgorithm, key: &[u8]) -> Result<Box<dyn Mac>, CryptoError> {
+        self.0.crypto().new_hmac(algorithm, key)
+    }
+
+    fn new_stream_cipher(
+        &self,
+        algorithm: StreamCipherAlgorithm,
+        key: &[u8],
+    ) -> Result<Box<dyn StreamCipher>, CryptoError> {
+        self.0.crypto().new_stream_cipher(algorithm, key)
+    }
+
+    fn new_aead(
+        &self,
+        algorithm: AeadAlgorithm,
+        key: &[u8],
+    ) -> Result<Box<dyn AeadCipher>, CryptoError> {
+        self.0.crypto().new_aead(algorithm, key)
+    }
+
+    fn new_cbc(
+        &self,
+        algorithm: CbcAlgorithm,
+        key: &[u8],
+    ) -> Result<Box<dyn CbcCipher>, CryptoError> {
+        self.0.crypto().new_cbc(algorithm, key)
+    }
+
+    fn start_key_exchange(
+        &self,
+        algorithm: KeyExchangeAlgorithm,
+    ) -> Result<Box<dyn ActiveKeyExchange>, CryptoError> {
+        if NO_KEY_EXCHANGE.with(Cell::get) {
+            return Ok(Box::new(Placeholder {
+                algorithm,
+                public_key: [0; 65],
+            }));
+        }
+        self.0.crypto().start_key_exchange(algorithm)
+    }
+
+    fn generate_signing_key(
+        &self,
+        scheme: SignatureScheme,
+    ) -> Result<Arc<dyn SigningKey>, CryptoError> {
+        self.0.crypto().generate_signing_key(scheme)
+    }
+
+    fn import_signing_key(
+        &self,
+        scheme: SignatureScheme,
+        pkcs8_der: &[u8],
+    ) -> Result<Arc<dyn SigningKey>, CryptoError> {
+        self.0.crypto().import_signing_key(scheme, pkcs8_der)
+    }
+
+    fn verify_signature(
+        &self,
+        scheme: SignatureScheme,
+        public_key: PublicKey<'_>,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), CryptoError> {
+        self.0
+            .crypto()
+            .verify_signature(scheme, public_key, message, signature)
+    }
 }
 
 struct Random;
@@ -58,7 +191,7 @@ impl RTCCryptoProvider for Provider {
     }
 
     fn crypto(&self) -> &dyn RTCCrypto {
-        self.ring.crypto()
+        &self.crypto
     }
 
     fn random(&self) -> &dyn RTCRandom {
@@ -69,9 +202,18 @@ impl RTCCryptoProvider for Provider {
 /// The crypto provider of every server config.
 pub(super) fn provider() -> Arc<dyn RTCCryptoProvider> {
     Arc::new(Provider {
-        ring: RingProvider::new(),
+        crypto: Crypto(RingProvider::new()),
         random: Random,
     })
+}
+
+/// Runs `f` with every key exchange it starts a placeholder: for the
+/// handshake of a hello whose suite is PSK (see the module's doc).
+pub(super) fn without_key_exchange<R>(f: impl FnOnce() -> R) -> R {
+    NO_KEY_EXCHANGE.with(|flag| flag.set(true));
+    let r = f();
+    NO_KEY_EXCHANGE.with(|flag| flag.set(false));
+    r
 }
 
 /// Runs `f` with `cookie` as the next cookie a new connection draws;
@@ -136,6 +278,29 @@ mod tests {
         let mut later = [0u8; COOKIE_LEN];
         random.random().fill(&mut later).expect("fill");
         assert_ne!(later, [7; COOKIE_LEN]);
+    }
+
+    #[test]
+    fn inside_without_key_exchange_a_key_exchange_is_a_placeholder_that_cannot_complete() {
+        let provider = provider();
+        let crypto = provider.crypto();
+        let peer = crypto
+            .start_key_exchange(KeyExchangeAlgorithm::X25519)
+            .expect("a real one");
+        assert_ne!(peer.public_key(), &[0u8; 32], "outside: a real key pair");
+        let placeholder = without_key_exchange(|| {
+            crypto
+                .start_key_exchange(KeyExchangeAlgorithm::X25519)
+                .expect("a placeholder")
+        });
+        assert_eq!(placeholder.public_key(), &[0u8; 32]);
+        assert!(placeholder.complete(peer.public_key()).is_err());
+        let after = crypto
+            .start_key_exchange(KeyExchangeAlgorithm::P256)
+            .expect("a real one");
+        assert_eq!(after.public_key().len(), 65);
+        assert_ne!(after.public_key(), &[0u8; 65], "after: real again");
+        assert!(after.complete(&[4; 65]).is_err(), "not a point: refused");
     }
 
     #[test]

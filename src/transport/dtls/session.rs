@@ -109,9 +109,30 @@ pub(super) enum End {
 
 impl Session {
     /// Starts the session of a ClientHello (in `datagram`) that returned
-    /// `cookie`; its first flight is in `out`.
+    /// `cookie`; its first flight is in `out`. A PSK hello's handshake
+    /// gets no ephemeral key pair (see `handoff.rs`).
     #[allow(clippy::too_many_arguments)]
     pub fn start(
+        endpoint: &mut Endpoint,
+        out: &mut Transmits,
+        now: Instant,
+        id: u64,
+        addr: SocketAddr,
+        mode: Mode,
+        datagram: &[u8],
+        hello: &ClientHello<'_>,
+        cookie: [u8; super::cookie::COOKIE_LEN],
+    ) -> Result<Session, String> {
+        let mut start =
+            move || Self::begin(endpoint, out, now, id, addr, mode, datagram, hello, cookie);
+        match mode {
+            Mode::Psk => handoff::without_key_exchange(start),
+            Mode::Certificate => start(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn begin(
         endpoint: &mut Endpoint,
         out: &mut Transmits,
         now: Instant,
