@@ -26,7 +26,7 @@
 //! ClientHello, whatever suite it then picks (flight0.rs of 0.21.1); the
 //! pure PSK suites, the only PSK suites we offer, never use it. Generating
 //! it took a fifth of the daemon's CPU per PSK handshake (perf, 10,000
-//! handshakes). Inside [`without_key_exchange`], which the listener uses
+//! handshakes). While a [`NoKeyExchange`] lives, as it does in `Session::start`
 //! for hellos whose chosen suite is PSK, a key exchange started is a
 //! placeholder that cannot complete: were it ever used, the handshake would
 //! fail, never run with a known key.
@@ -56,7 +56,7 @@ struct Provider {
 }
 
 /// ring's crypto, but for [`RTCCrypto::start_key_exchange`] inside
-/// [`without_key_exchange`].
+/// a [`NoKeyExchange`].
 struct Crypto(RingProvider);
 
 /// What a PSK handshake gets for the key pair it does not use.
@@ -207,13 +207,22 @@ pub(super) fn provider() -> Arc<dyn RTCCryptoProvider> {
     })
 }
 
-/// Runs `f` with every key exchange it starts a placeholder: for the
-/// handshake of a hello whose suite is PSK (see the module's doc).
-pub(super) fn without_key_exchange<R>(f: impl FnOnce() -> R) -> R {
-    NO_KEY_EXCHANGE.with(|flag| flag.set(true));
-    let r = f();
-    NO_KEY_EXCHANGE.with(|flag| flag.set(false));
-    r
+/// While one lives (on this thread), every key exchange started is a
+/// placeholder: for the handshake of a hello whose suite is PSK (see the
+/// module's doc).
+pub(super) struct NoKeyExchange(());
+
+impl NoKeyExchange {
+    pub(super) fn enter() -> NoKeyExchange {
+        NO_KEY_EXCHANGE.with(|flag| flag.set(true));
+        NoKeyExchange(())
+    }
+}
+
+impl Drop for NoKeyExchange {
+    fn drop(&mut self) {
+        NO_KEY_EXCHANGE.with(|flag| flag.set(false));
+    }
 }
 
 /// Runs `f` with `cookie` as the next cookie a new connection draws;
@@ -281,18 +290,18 @@ mod tests {
     }
 
     #[test]
-    fn inside_without_key_exchange_a_key_exchange_is_a_placeholder_that_cannot_complete() {
+    fn while_no_key_exchange_lives_a_key_exchange_is_a_placeholder_that_cannot_complete() {
         let provider = provider();
         let crypto = provider.crypto();
         let peer = crypto
             .start_key_exchange(KeyExchangeAlgorithm::X25519)
             .expect("a real one");
         assert_ne!(peer.public_key(), &[0u8; 32], "outside: a real key pair");
-        let placeholder = without_key_exchange(|| {
-            crypto
-                .start_key_exchange(KeyExchangeAlgorithm::X25519)
-                .expect("a placeholder")
-        });
+        let psk = NoKeyExchange::enter();
+        let placeholder = crypto
+            .start_key_exchange(KeyExchangeAlgorithm::X25519)
+            .expect("a placeholder");
+        drop(psk);
         assert_eq!(placeholder.public_key(), &[0u8; 32]);
         assert!(placeholder.complete(peer.public_key()).is_err());
         let after = crypto

@@ -123,26 +123,7 @@ impl Session {
         hello: &ClientHello<'_>,
         cookie: [u8; super::cookie::COOKIE_LEN],
     ) -> Result<Session, String> {
-        let mut start =
-            move || Self::begin(endpoint, out, now, id, addr, mode, datagram, hello, cookie);
-        match mode {
-            Mode::Psk => handoff::without_key_exchange(start),
-            Mode::Certificate => start(),
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn begin(
-        endpoint: &mut Endpoint,
-        out: &mut Transmits,
-        now: Instant,
-        id: u64,
-        addr: SocketAddr,
-        mode: Mode,
-        datagram: &[u8],
-        hello: &ClientHello<'_>,
-        cookie: [u8; super::cookie::COOKIE_LEN],
-    ) -> Result<Session, String> {
+        let _psk = (mode == Mode::Psk).then(handoff::NoKeyExchange::enter);
         let conn = conn_key(id);
         let first = handoff::first_hello(datagram, hello)
             .ok_or("its ClientHello is not message 1 alone in its datagram")?;
