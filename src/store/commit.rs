@@ -103,7 +103,8 @@ pub enum Command<R> {
     },
     /// Answered once every command sent before it has been handled (applied
     /// or refused); makes nothing durable of its own. For callers that must
-    /// know a removal took effect (tests, operators' commands).
+    /// know a dead letter or an operator's decision took effect (tests,
+    /// operators' commands); a retirement takes effect in memory at once.
     Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -405,6 +406,7 @@ impl Committer {
                 .write_acks(&self.ledger())
                 .and_then(|()| writer.log.sync());
             if let Err(e) = written {
+                self.queue.retirements_not_written();
                 log::warn!("store: the dead letters' acks are not durable yet: {e}");
             }
             self.last_acks_written.set(Instant::now());
@@ -471,6 +473,8 @@ impl Committer {
                 true
             }
             Err(e) => {
+                // The acks of the failed frame were not written either.
+                self.queue.retirements_not_written();
                 stats.commit_errors.fetch_add(1, Ordering::Relaxed);
                 stats
                     .failed_appends
@@ -646,6 +650,7 @@ impl Committer {
         if self.acks_due().is_some_and(|due| due <= Instant::now()) {
             self.queue.retirements_written();
             if let Err(e) = writer.log.write_acks(&self.ledger()) {
+                self.queue.retirements_not_written();
                 log::debug!("store: acks not written now: {e}");
             }
             self.last_acks_written.set(Instant::now());

@@ -315,6 +315,14 @@ impl Queue {
             .store(false, Ordering::Release);
     }
 
+    /// That write failed: the retirements still wait (tried again
+    /// ACK_INTERVAL later, or with the next batch).
+    fn retirements_not_written(&self) {
+        self.inner
+            .retirements_unwritten
+            .store(true, Ordering::Release);
+    }
+
     /// Resolves after the next commit that added messages (a permit is kept
     /// when nobody waits, so no commit is missed).
     pub async fn wait_for_new(&self) {
