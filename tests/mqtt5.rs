@@ -74,6 +74,9 @@ fn every_mqtt5_publish_carries_the_messages_origin() {
     let next: u64 = p.user("seq").and_then(|s| s.parse().ok()).expect("seq");
     assert_eq!(next, seq + 1, "sequence numbers follow the queue");
     assert_eq!(metric(admin, "coap2mqtt_mqtt_protocol_version "), 5.0);
+    // Stock mosquitto's CONNACK says Receive Maximum 20 (its
+    // max_inflight_messages); the window follows it, below mqtt.inflight.
+    daemon.wait_for_log("(MQTT 5, 20 in flight, the broker's Receive Maximum)", WAIT);
 }
 
 #[test]
@@ -168,4 +171,6 @@ fn protocol_3_1_1_publishes_without_properties() {
     let p = got[0].v5.as_ref().expect("a v5 subscriber line");
     assert!(p.user.is_empty() && p.content_type.is_empty(), "{p:?}");
     assert_eq!(metric(admin, "coap2mqtt_mqtt_protocol_version "), 4.0);
+    // No Receive Maximum under 3.1.1: the window is mqtt.inflight's default.
+    daemon.wait_for_log("(MQTT 3.1.1, 256 in flight)", WAIT);
 }

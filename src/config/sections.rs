@@ -442,7 +442,7 @@ fn mqtt(t: &Table, gateway: &str, r: &mut Report) -> MqttConfig {
         client_key,
         alpn,
         keep_alive_s: number(t, "keep_alive_s", 30, 5..=65_535, r),
-        inflight: number(t, "inflight", 64, 1..=65_535, r),
+        inflight: number(t, "inflight", 256, 1..=65_535, r),
         status_topic,
         reconnect_min_ms,
         reconnect_max_s,

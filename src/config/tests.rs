@@ -130,7 +130,7 @@ fn defaults_are_filled() {
     assert_eq!(c.mqtt.ca_file, None);
     assert!(c.mqtt.alpn.is_empty());
     assert_eq!(c.mqtt.keep_alive_s, 30);
-    assert_eq!(c.mqtt.inflight, 64);
+    assert_eq!(c.mqtt.inflight, 256);
     assert_eq!(c.mqtt.status_topic.as_deref(), Some("coap2mqtt/gw1/status"));
     assert_eq!(c.mqtt.reconnect_min_ms, 500);
     assert_eq!(c.mqtt.reconnect_max_s, 30);

@@ -336,9 +336,16 @@ impl<R: Send + 'static> Uplink<R> {
             Ordering::Relaxed,
         );
         *self.stats.broker.lock().unwrap_or_else(|p| p.into_inner()) = url.to_string();
+        let window = match session.full_window() < usize::from(self.settings.inflight) {
+            true => format!(
+                "{} in flight, the broker's Receive Maximum",
+                session.full_window()
+            ),
+            false => format!("{} in flight", session.full_window()),
+        };
         log::info!(
             mqtt_broker = url;
-            "uplink: connected to {url} ({}); {} queued messages to send",
+            "uplink: connected to {url} ({}, {window}); {} queued messages to send",
             connection.version.name(),
             self.queue.depth().0
         );

@@ -149,6 +149,12 @@ impl Session {
     pub fn max_packet_size(&self) -> usize {
         self.max_packet_size
     }
+
+    /// The window this connection allows once no suspect is being sent:
+    /// `mqtt.inflight`, or the broker's Receive Maximum when lower.
+    pub fn full_window(&self) -> usize {
+        self.inflight_setting
+    }
 }
 
 impl Core {
@@ -409,6 +415,9 @@ mod tests {
         };
         let (mut s, _) = core.begin(limits, 64, 1_000);
         assert_eq!((s.room(), s.max_packet_size()), (2, 500));
+        assert_eq!(s.full_window(), 2);
+        let (ours, _) = core.begin(Limits::default(), 64, 1_000);
+        assert_eq!(ours.full_window(), 64);
         core.handed(&mut s, msg(1));
         core.handed(&mut s, msg(2));
         assert_eq!(s.room(), 0);

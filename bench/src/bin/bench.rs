@@ -51,8 +51,9 @@ struct Cli {
     /// Payload bytes per message.
     #[arg(long, default_value_t = 32)]
     payload: usize,
-    /// mqtt.inflight of the daemon, and the bare publisher's window.
-    #[arg(long, default_value_t = 64)]
+    /// mqtt.inflight of the daemon (its default), and the bare publisher's
+    /// window.
+    #[arg(long, default_value_t = 256)]
     inflight: u16,
     /// store.commit_max_batch of the daemon.
     #[arg(long, default_value_t = 1024)]
