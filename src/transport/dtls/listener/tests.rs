@@ -129,9 +129,15 @@ impl Device {
 fn a_psk_device_gets_a_cookie_then_a_session_and_talks_both_ways() {
     let t0 = Instant::now();
     let (mut listener, _keys) = listener(limits(), t0);
+    let placeholders = crate::transport::dtls::handoff::placeholders_made();
     let mut device = Device::connect(at(1), "sensor-01", KEY, t0);
     device.talk(&mut listener, t0);
     assert!(device.connected);
+    // The PSK handshake's key pair was the placeholder, not a real one.
+    assert_eq!(
+        crate::transport::dtls::handoff::placeholders_made(),
+        placeholders + 1
+    );
     assert_eq!(listener.counts(), (1, 0));
     assert_eq!(listener.cookies_sent, 1);
     assert!(listener.handshakes().contains(&("ok", 1)));
