@@ -336,7 +336,7 @@ impl<R: Send + 'static> Uplink<R> {
             Ordering::Relaxed,
         );
         *self.stats.broker.lock().unwrap_or_else(|p| p.into_inner()) = url.to_string();
-        let window = match session.full_window() < usize::from(self.settings.inflight) {
+        let window = match session.window_by_broker() {
             true => format!(
                 "{} in flight, the broker's Receive Maximum",
                 session.full_window()

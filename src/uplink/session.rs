@@ -126,7 +126,9 @@ pub struct Session {
     /// How many may be in flight: `mqtt.inflight`, the broker's Receive
     /// Maximum, or 1 while suspects are being sent.
     window: usize,
-    inflight_setting: usize,
+    full_window: usize,
+    /// The broker's Receive Maximum made the window smaller than ours.
+    window_by_broker: bool,
     max_packet_size: usize,
     /// Handed to the client, waiting for their packet id.
     unwritten: VecDeque<Slot>,
@@ -153,7 +155,12 @@ impl Session {
     /// The window this connection allows once no suspect is being sent:
     /// `mqtt.inflight`, or the broker's Receive Maximum when lower.
     pub fn full_window(&self) -> usize {
-        self.inflight_setting
+        self.full_window
+    }
+
+    /// Whether the broker's Receive Maximum set [`Session::full_window`].
+    pub fn window_by_broker(&self) -> bool {
+        self.window_by_broker
     }
 }
 
@@ -174,10 +181,11 @@ impl Core {
         inflight: u16,
         max_packet_size: usize,
     ) -> (Session, Vec<Decision>) {
-        let mut window = usize::from(inflight.max(1));
-        if let Some(receive_max) = limits.receive_max {
-            window = window.min(usize::from(receive_max.max(1)));
-        }
+        let ours = usize::from(inflight.max(1));
+        let window = match limits.receive_max {
+            Some(receive_max) => ours.min(usize::from(receive_max.max(1))),
+            None => ours,
+        };
         let max_packet_size = match limits.max_packet_size {
             Some(broker) => max_packet_size.min(broker as usize),
             None => max_packet_size,
@@ -202,7 +210,8 @@ impl Core {
             .collect();
         let session = Session {
             window: if self.strikes.is_empty() { window } else { 1 },
-            inflight_setting: window,
+            full_window: window,
+            window_by_broker: window < ours,
             max_packet_size,
             unwritten: VecDeque::new(),
             unacked: HashMap::new(),
@@ -280,7 +289,7 @@ impl Core {
                 // has been acked or has left the queue otherwise.
                 self.strikes.retain(|suspect, _| *suspect > seq);
                 if self.strikes.is_empty() {
-                    session.window = session.inflight_setting;
+                    session.window = session.full_window;
                 }
                 Decision::Remove(seq)
             }
@@ -415,9 +424,9 @@ mod tests {
         };
         let (mut s, _) = core.begin(limits, 64, 1_000);
         assert_eq!((s.room(), s.max_packet_size()), (2, 500));
-        assert_eq!(s.full_window(), 2);
+        assert_eq!((s.full_window(), s.window_by_broker()), (2, true));
         let (ours, _) = core.begin(Limits::default(), 64, 1_000);
-        assert_eq!(ours.full_window(), 64);
+        assert_eq!((ours.full_window(), ours.window_by_broker()), (64, false));
         core.handed(&mut s, msg(1));
         core.handed(&mut s, msg(2));
         assert_eq!(s.room(), 0);
