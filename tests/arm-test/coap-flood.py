@@ -9,6 +9,18 @@ messages. Why one socket per device: the daemon deduplicates by
 (peer, Message ID), and a device's 16-bit IDs must not repeat within the
 247 s exchange lifetime, so each device sends at most 65,535 messages.
 
+Why the sockets bind ports below the kernel's ephemeral range: the checks
+before this one talk to the same daemon with coap-client, one process and
+one ephemeral port per message, each with a random first Message ID. A
+flood socket given one of those ports would, for its Message IDs that the
+earlier client used, be the same (peer, Message ID) within the exchange
+lifetime: the daemon rightly answers it with the earlier exchange's 2.04
+and stores nothing (a CI run saw 100,000 answers and 99,999 queued).
+Ports no automatic bind hands out cannot collide that way. And the answers
+are matched by token as well as Message ID (RFC 7252 section 5.3.2): an
+answer carrying another request's token is counted as "stale", not as
+an answer, so such a collision shows itself instead of passing as stored.
+
     coap-flood.py --target 127.0.0.1:5683 --count 100000 --devices 16
 """
 import argparse
@@ -51,9 +63,35 @@ def confirmable_post(message_id, token, path, payload):
     return head + options + b"\xff" + payload
 
 
+def ephemeral_range():
+    """The kernel's automatic port range (low, high), inclusive."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(n) for n in f.read().split())
+            return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def socket_outside_ephemeral(bind_host, ports):
+    """A UDP socket bound to the first free port of `ports` (an iterator)
+    that lies outside the kernel's automatic range."""
+    low, high = ephemeral_range()
+    for port in ports:
+        if low <= port <= high:
+            continue
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((bind_host, port))
+            return sock
+        except OSError:
+            sock.close()
+    raise SystemExit("coap-flood: no free UDP port outside the ephemeral range")
+
+
 class Device:
-    def __init__(self, index, target, path, count):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    def __init__(self, index, target, path, count, ports):
+        self.sock = socket_outside_ephemeral("127.0.0.1", ports)
         self.sock.setblocking(False)
         self.sock.connect(target)
         self.index = index
@@ -70,8 +108,8 @@ class Device:
         self.left -= 1
         self.message_id = (self.message_id + 1) & 0xFFFF
         payload = b"d%d-%08d" % (self.index, self.seq)
-        self.datagram = confirmable_post(
-            self.message_id, struct.pack("!H", self.seq & 0xFFFF), self.path, payload)
+        self.token = struct.pack("!H", self.seq & 0xFFFF)
+        self.datagram = confirmable_post(self.message_id, self.token, self.path, payload)
         self.tries = 0
         self.send(now)
 
@@ -98,6 +136,8 @@ def main():
         ap.error("more than 65,535 requests per device: use more devices")
 
     selector = selectors.DefaultSelector()
+    # Ports from 20000 up, skipping any range the kernel hands out itself.
+    ports = iter(range(20000, 65536))
     devices = []
     left = args.count
     for i in range(args.devices):
@@ -105,12 +145,13 @@ def main():
         left -= n
         if n == 0:
             break
-        d = Device(i, target, "%s%d/m" % (args.path_prefix, i), n)
+        d = Device(i, target, "%s%d/m" % (args.path_prefix, i), n, ports)
         devices.append(d)
         selector.register(d.sock, selectors.EVENT_READ, d)
 
     codes = {}
     unanswered = 0
+    stale = 0
     busy = set()
     start = time.monotonic()
     for d in devices:
@@ -130,8 +171,15 @@ def main():
                 (mid,) = struct.unpack("!H", data[2:4])
                 if mid != d.message_id or kind not in (ACK, RST):
                     continue
-                code = "RST" if kind == RST else "%d.%02d" % (data[1] >> 5, data[1] & 31)
-                codes[code] = codes.get(code, 0) + 1
+                token = data[4:4 + (data[0] & 0x0F)]
+                if kind == ACK and data[1] != 0 and token != d.token:
+                    # Another exchange's answer under this Message ID: the
+                    # daemon took the request for a duplicate and did not
+                    # store it. Counted apart; the device goes on.
+                    stale += 1
+                else:
+                    code = "RST" if kind == RST else "%d.%02d" % (data[1] >> 5, data[1] & 31)
+                    codes[code] = codes.get(code, 0) + 1
                 if d.left:
                     d.next_request(time.monotonic())
                 else:
@@ -149,7 +197,8 @@ def main():
                     d.send(now)
     seconds = time.monotonic() - start
     print(json.dumps({"requests": args.count, "answers": codes,
-                      "unanswered": unanswered, "seconds": round(seconds, 2)}))
+                      "unanswered": unanswered, "stale": stale,
+                      "seconds": round(seconds, 2)}))
 
 
 if __name__ == "__main__":
