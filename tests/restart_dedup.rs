@@ -5,11 +5,15 @@
 //! The uplink is held down (a refusing proxy) until the end, so the only
 //! way the message can reach the broker is from the disk, and a second
 //! copy would be queued behind the first.
+//!
+//! And the other side of it: a device that rebooted too and starts its
+//! Message IDs again sends a new reading under a remembered ID with a new
+//! token; that is a new request, stored and delivered, not a duplicate.
 
 mod support;
 
 use support::broker::Broker;
-use support::coap::{Code, MsgType};
+use support::coap::{Code, Message, MsgType};
 use support::coap_client::CoapClient;
 use support::daemon::{Daemon, DaemonConfig, RouteConfig};
 use support::proxy::{FaultProxy, Mode};
@@ -65,4 +69,52 @@ fn a_retransmission_after_kill_9_gets_the_same_answer_and_is_stored_once() {
         .map(|m| m.payload_str())
         .collect();
     assert_eq!(payloads, ["once", "after"], "stored once, in order");
+}
+
+#[test]
+fn a_device_that_reuses_a_message_id_after_both_restarted_has_its_new_reading_stored() {
+    let broker = Broker::start();
+    let subscriber = Subscriber::start(broker.port(), "t/#");
+    let proxy = FaultProxy::start(broker.port());
+    proxy.set_mode(Mode::Refuse);
+    let config =
+        DaemonConfig::new(free_udp_port(), proxy.port()).route(RouteConfig::new("s/{d}", "t/{d}"));
+    let mut daemon = Daemon::start_config(&config);
+    let mut device = CoapClient::new(daemon.coap_addr());
+
+    let post = |token: &[u8], payload: &str| {
+        Message::new(MsgType::Con, Code::POST, 0x4242, token)
+            .with_path(&["s", "dev1"])
+            .with_payload(payload.as_bytes())
+    };
+    let first = device
+        .request(&post(&[1, 1, 1, 1], "before the reboot"), WAIT)
+        .expect("an answer to the first reading");
+    assert_eq!(first.code, Code::CHANGED);
+
+    daemon.kill9();
+    daemon.restart();
+    daemon.wait_for_log("1 requests stored in the last 247s are remembered", WAIT);
+
+    // The same Message ID from the same address and port, another token.
+    let reading = post(&[2, 2, 2, 2], "after the reboot");
+    device.send(&reading);
+    let answer = device.recv_raw(WAIT).expect("an answer to the new reading");
+    let answer = Message::decode(&answer).expect("decodes");
+    assert_eq!(
+        (answer.code, answer.mid, answer.token.as_slice()),
+        (Code::CHANGED, 0x4242, &[2u8, 2, 2, 2][..]),
+        "the new reading is answered with its own token"
+    );
+
+    proxy.set_mode(Mode::Pass);
+    support::wait_until(WAIT, "both readings are delivered", || {
+        subscriber.messages().len() >= 2
+    });
+    let payloads: Vec<String> = subscriber
+        .messages()
+        .iter()
+        .map(|m| m.payload_str())
+        .collect();
+    assert_eq!(payloads, ["before the reboot", "after the reboot"]);
 }

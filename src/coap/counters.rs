@@ -61,6 +61,9 @@ exchange_counters! {
     requests => Event "new_request";
     /// Confirmable retransmissions answered again with the remembered bytes.
     duplicates_answered => Event "duplicate_answered";
+    /// Confirmable requests with a remembered Message ID but another token:
+    /// taken as new requests, not as retransmissions.
+    message_ids_reused => Event "message_id_reused";
     /// Confirmable retransmissions ignored while the store had not answered.
     duplicates_pending => Event "duplicate_pending";
     /// Non-confirmable duplicates ignored.

@@ -321,7 +321,8 @@ impl DedupTable {
         now: Instant,
     ) -> Stamp {
         if let Some(old) = self.find(&key) {
-            // Not expected (callers look up first); the new one wins.
+            // A Message ID reused with another token (the exchange takes
+            // that as a new request): the new one wins.
             self.remove(old);
         }
         // Evictions first: one may free this very peer's interned slot.

@@ -615,21 +615,30 @@ impl Exchange {
             peer: peer.clone(),
             message_id: message.header.message_id,
         };
-        if let Some(remembered) = self.dedup.lookup(&key) {
-            return match (confirmable, remembered) {
-                (true, Remembered::Answered(reply)) => {
-                    self.counters.duplicates_answered += 1;
-                    Step::Reply(replay(message.header.message_id, reply))
-                }
-                (true, Remembered::Pending) => {
-                    self.counters.duplicates_pending += 1;
-                    Step::Ignore(Ignored::DuplicatePending)
-                }
-                _ => {
-                    self.counters.duplicates_dropped += 1;
-                    Step::Ignore(Ignored::Duplicate)
-                }
-            };
+        match (confirmable, self.dedup.lookup(&key)) {
+            (_, None) => {}
+            // A retransmission is the same message, token and all; the same
+            // Message ID with another token is a new request from a device
+            // that reused the ID within EXCHANGE_LIFETIME (one that rebooted
+            // and starts its IDs again, or another program given the same
+            // port). Answering it with the earlier 2.04 would tell the
+            // device "stored" for a reading that never was, so it is taken
+            // as new and replaces the entry (Californium does the same).
+            (true, Some(Remembered::Answered(reply))) if reply.token != message.token => {
+                self.counters.message_ids_reused += 1;
+            }
+            (true, Some(Remembered::Answered(reply))) => {
+                self.counters.duplicates_answered += 1;
+                return Step::Reply(replay(message.header.message_id, reply));
+            }
+            (true, Some(Remembered::Pending)) => {
+                self.counters.duplicates_pending += 1;
+                return Step::Ignore(Ignored::DuplicatePending);
+            }
+            (_, Some(_)) => {
+                self.counters.duplicates_dropped += 1;
+                return Step::Ignore(Ignored::Duplicate);
+            }
         }
         self.counters.requests += 1;
         let options = request::read_options(message);

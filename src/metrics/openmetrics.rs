@@ -713,6 +713,7 @@ mod tests {
             resets_sent: 1007,
             requests: 1008,
             duplicates_answered: 1009,
+            message_ids_reused: 1044,
             duplicates_pending: 1010,
             duplicates_dropped: 1011,
             handed_to_store: 1012,

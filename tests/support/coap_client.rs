@@ -285,8 +285,12 @@ impl CoapClient {
             let Ok(message) = self.recv(left)? else {
                 continue;
             };
-            let by_mid =
-                matches!(message.mtype, MsgType::Ack | MsgType::Rst) && message.mid == request.mid;
+            // A piggybacked response answers this request only if it also
+            // carries its token (RFC 7252 §5.3.2): under a reused Message ID
+            // another exchange's answer must not pass for this one's.
+            let by_mid = matches!(message.mtype, MsgType::Ack | MsgType::Rst)
+                && message.mid == request.mid
+                && (message.code == Code::EMPTY || message.token == request.token);
             let by_token = matches!(message.mtype, MsgType::Con | MsgType::Non)
                 && message.code != Code::EMPTY
                 && message.token == request.token;

@@ -152,3 +152,64 @@ fn an_answer_after_the_entry_expired_is_still_sent() {
     assert_ack(&Answer::decode(&bytes.expect("answered")), "2.04", 0x200b);
     assert_eq!(h.exchange.dedup_len(), 0);
 }
+
+#[test]
+fn a_message_id_reused_with_another_token_is_a_new_request() {
+    // A device that rebooted starts its Message IDs again: same peer, same
+    // ID, another token, another reading. It must be stored and answered
+    // with its own token, not told "stored" with the earlier answer.
+    let mut h = Harness::new();
+    let before = Request::post(0x2010)
+        .token(&[1, 1])
+        .payload(b"before")
+        .bytes();
+    h.store_and_answer(&before, StoreOutcome::Stored);
+    let after = Request::post(0x2010)
+        .token(&[2, 2])
+        .payload(b"after")
+        .bytes();
+    // (The harness answers stores at time zero, so the whole exchange is
+    // kept there; the table's clock must not run backwards.)
+    let (ticket, message) = expect_store(h.send(&after));
+    assert_eq!(message.payload, b"after");
+    let answer = Answer::decode(&h.stored(ticket, StoreOutcome::Stored).expect("answered"));
+    assert_eq!(
+        (
+            answer.message_type(),
+            answer.code(),
+            answer.message_id(),
+            answer.token()
+        ),
+        (
+            MessageType::Acknowledgement,
+            "2.04".to_string(),
+            0x2010,
+            &[2u8, 2][..]
+        )
+    );
+    assert_eq!(h.counters().message_ids_reused, 1);
+    assert_eq!(h.counters().handed_to_store, 2);
+    assert_eq!(h.counters().duplicates_answered, 0);
+    // The new request is the one remembered now: its retransmission gets
+    // its answer again, and is not stored twice.
+    let again = expect_reply(h.send_at(&after, Duration::from_secs(2)));
+    assert_eq!(again.token(), &[2, 2]);
+    assert_eq!(h.counters().duplicates_answered, 1);
+    assert_eq!(h.counters().handed_to_store, 2);
+}
+
+#[test]
+fn a_message_id_reused_while_the_first_is_pending_waits_for_a_retransmission() {
+    // The store has not answered the first request yet: the second is
+    // ignored (its device retransmits), and once the first is answered the
+    // retransmission is taken as new.
+    let mut h = Harness::new();
+    let first = Request::post(0x2011).token(&[1]).bytes();
+    let (ticket, _) = expect_store(h.send(&first));
+    let second = Request::post(0x2011).token(&[2]).payload(b"second").bytes();
+    let step = h.send_at(&second, Duration::from_secs(1));
+    assert_eq!(expect_ignored(step), Ignored::DuplicatePending);
+    h.stored(ticket, StoreOutcome::Stored);
+    let (_, message) = expect_store(h.send_at(&second, Duration::from_secs(3)));
+    assert_eq!(message.payload, b"second");
+}

@@ -100,3 +100,24 @@ fn no_response_is_honoured_on_the_repeated_answer() {
     assert_eq!(Some(again.clone()), first);
     assert_eq!(Answer::decode(&again).code(), "0.00");
 }
+
+#[test]
+fn a_message_id_reused_with_another_token_after_a_restart_is_stored() {
+    // The gateway and the device both restarted: the device's first IDs
+    // match recalled ones, with new tokens and new readings.
+    let (_, recall) = stored_before_restart(&Request::post(0x3110).token(&[9, 9]).bytes());
+    let mut after = restarted_with(recall, Duration::from_secs(20));
+    let reading = Request::post(0x3110)
+        .token(&[4, 2])
+        .payload(b"new reading")
+        .bytes();
+    let (ticket, message) = expect_store(after.send(&reading));
+    assert_eq!(message.payload, b"new reading");
+    let answer = Answer::decode(
+        &after
+            .stored(ticket, StoreOutcome::Stored)
+            .expect("answered"),
+    );
+    assert_eq!(answer.token(), &[4, 2]);
+    assert_eq!(after.counters().message_ids_reused, 1);
+}
