@@ -14,12 +14,14 @@ before this one talk to the same daemon with coap-client, one process and
 one ephemeral port per message, each with a random first Message ID. A
 flood socket given one of those ports would, for its Message IDs that the
 earlier client used, be the same (peer, Message ID) within the exchange
-lifetime: the daemon rightly answers it with the earlier exchange's 2.04
-and stores nothing (a CI run saw 100,000 answers and 99,999 queued).
-Ports no automatic bind hands out cannot collide that way. And the answers
-are matched by token as well as Message ID (RFC 7252 section 5.3.2): an
-answer carrying another request's token is counted as "stale", not as
-an answer, so such a collision shows itself instead of passing as stored.
+lifetime. The daemon then answered it with the earlier exchange's 2.04
+and stored nothing (a CI run saw 100,000 answers and 99,999 queued); it
+now takes a remembered ID with another token as a new request, but this
+test should not lean on that to count cleanly. Ports no automatic bind
+hands out cannot collide that way. And the answers are matched by token
+as well as Message ID (RFC 7252 section 5.3.2): an answer carrying another
+request's token is counted as "stale", not as an answer, so such a
+collision shows itself instead of passing as stored.
 
     coap-flood.py --target 127.0.0.1:5683 --count 100000 --devices 16
 """
