@@ -549,7 +549,7 @@ print(r["answers"].get("2.04", 0), r["unanswered"], r["seconds"])' <<<"$report" 
   }
   ingest_rate=$(awk -v n="$MESSAGES" -v s="$seconds" 'BEGIN {printf "%d", n / s}')
   wait_metric queue_messages "$MESSAGES" 10 || {
-    fail queue-fill "the queue holds $(metric queue_messages), expected $MESSAGES; the flood: $report; $(curl -sf --max-time 5 "http://127.0.0.1:$ADMIN/metrics" | grep -E '^coap2mqtt_(coap_exchange_events_total\{.*duplicate|queue_(appended|removed|dropped_oldest)_total)' | tr '\n' ' ')"
+    fail queue-fill "the queue holds $(metric queue_messages), expected $MESSAGES; the flood: $report; $(curl -sf --max-time 5 "http://127.0.0.1:$ADMIN/metrics" | grep -E '^coap2mqtt_(coap_exchange_events_total\{.*(duplicate|message_id_reused)|queue_(appended|removed|dropped_oldest)_total)' | tr '\n' ' ')"
     return 1
   }
   queued_rss=$(rss_kb)

@@ -71,6 +71,10 @@ pub struct Harness {
     pub router: Router,
     pub peer: Peer,
     pub start: Instant,
+    /// The latest time anything was sent: the store answers then, since
+    /// the exchange's clock must not run backwards (the table would take
+    /// an entry from "the future" for an expired one).
+    latest: Duration,
 }
 
 impl Harness {
@@ -84,6 +88,7 @@ impl Harness {
             router: router(),
             peer: peer(40_000),
             start: Instant::now(),
+            latest: Duration::ZERO,
         }
     }
 
@@ -98,13 +103,14 @@ impl Harness {
     }
 
     pub fn send_from(&mut self, peer: &Peer, datagram: &[u8], at: Duration) -> Step {
+        self.latest = self.latest.max(at);
         self.exchange
             .on_datagram(peer, datagram, &self.router, self.start + at, WALL_MS)
     }
 
     pub fn stored(&mut self, ticket: Ticket, outcome: StoreOutcome) -> Option<Vec<u8>> {
         self.exchange
-            .on_stored(ticket, outcome, self.start + Duration::ZERO)
+            .on_stored(ticket, outcome, self.start + self.latest)
     }
 
     /// Sends a request that must be handed to the store, and answers it.
@@ -286,10 +292,16 @@ pub fn assert_reset(bytes: &[u8], message_id: u16) {
 
 /// Asserts `answer` is a piggybacked ACK with `code` for the default request.
 pub fn assert_ack(answer: &Answer, code: &str, message_id: u16) {
+    assert_ack_with_token(answer, code, message_id, &[0xa1, 0xb2]);
+}
+
+/// Asserts `answer` is a piggybacked ACK with `code` for a request with
+/// `token`.
+pub fn assert_ack_with_token(answer: &Answer, code: &str, message_id: u16, token: &[u8]) {
     assert_eq!(answer.message_type(), MessageType::Acknowledgement);
     assert_eq!(answer.code(), code);
     assert_eq!(answer.message_id(), message_id);
-    assert_eq!(answer.token(), &[0xa1, 0xb2]);
+    assert_eq!(answer.token(), token);
 }
 
 /// Sends a request and expects an immediate piggybacked answer.

@@ -118,6 +118,6 @@ fn a_message_id_reused_with_another_token_after_a_restart_is_stored() {
             .stored(ticket, StoreOutcome::Stored)
             .expect("answered"),
     );
-    assert_eq!(answer.token(), &[4, 2]);
+    assert_ack_with_token(&answer, "2.04", 0x3110, &[4, 2]);
     assert_eq!(after.counters().message_ids_reused, 1);
 }
